@@ -1,0 +1,78 @@
+"""Behaviour of mgd3.core that needs processes or files: interrupted writes, seeding across processes, manifests."""
+import json, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import pytest, torch
+from mgd3.core import (atomic_write, item_generator, item_seed, save_tensors, load_tensors, Manifest, save_json,
+                       load_json, pick_dtype)
+
+def test_killed_atomic_write_leaves_no_file(tmp_path):
+    target = tmp_path / 'big.bin'
+    code = textwrap.dedent(f"""
+        import time
+        from mgd3.core import atomic_write
+        with atomic_write({str(target)!r}) as f:
+            f.write(b'x' * 1000); f.flush()
+            print('writing', flush=True)
+            time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == 'writing'
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert not target.exists()
+
+def test_killed_overwrite_keeps_old_content(tmp_path):
+    target = tmp_path / 'm.json'
+    save_json(target, {'v': 1})
+    code = textwrap.dedent(f"""
+        import time
+        from mgd3.core import atomic_write
+        with atomic_write({str(target)!r}, 'w') as f:
+            f.write('{{"v": 2'); f.flush(); print('writing', flush=True); time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == 'writing'
+    p.kill(); p.wait()
+    assert load_json(target) == {'v': 1}
+
+def test_item_seed_is_the_same_in_another_process():
+    out = subprocess.run([sys.executable, '-c', 'from mgd3.core import item_seed; print(item_seed(2, 217, 9, "noise"))'],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert int(out) == item_seed(2, 217, 9, 'noise')
+
+def test_item_noise_does_not_depend_on_batch_order():
+    items = [(0, c, k) for c in range(3) for k in range(4)]
+    ref = {it: torch.randn(2, 3, generator=item_generator(*it)) for it in items}
+    for it in reversed(items):
+        assert torch.equal(torch.randn(2, 3, generator=item_generator(*it)), ref[it])
+
+def test_safetensors_roundtrip_dtypes(tmp_path):
+    ts = {'f32': torch.randn(3, 4), 'bf16': torch.randn(5).bfloat16(), 'i64': torch.arange(7), 'u8': torch.ones(2, dtype=torch.uint8)}
+    save_tensors(tmp_path / 'a.safetensors', ts, {'k': [1, 2]})
+    back, meta = load_tensors(tmp_path / 'a.safetensors')
+    assert meta == {'k': [1, 2]}
+    for k, v in ts.items(): assert back[k].dtype == v.dtype and torch.equal(back[k], v)
+
+def test_truncated_safetensors_is_a_clear_error(tmp_path):
+    save_tensors(tmp_path / 'a.safetensors', {'x': torch.randn(100)})
+    data = (tmp_path / 'a.safetensors').read_bytes()
+    (tmp_path / 'a.safetensors').write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match='not a readable safetensors'):
+        load_tensors(tmp_path / 'a.safetensors')
+
+def test_manifest_stage_saves_even_on_error(tmp_path):
+    m = Manifest(tmp_path / 'manifest.json', config={'ipc': 1})
+    with pytest.raises(RuntimeError):
+        with m.stage('sample'): raise RuntimeError('crash')
+    d = json.loads((tmp_path / 'manifest.json').read_text())
+    assert 'sample' in d['timings'] and d['status'] == 'running' and d['config'] == {'ipc': 1}
+    assert d['versions']['torch'] and d['versions']['python']
+
+def test_unwritable_folder_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0: pytest.skip('root can write anywhere; the permission check is meaningless')
+    ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
+    with pytest.raises(OSError):
+        save_json(ro / 'x' / 'a.json', {})
+
+def test_precision_choice():
+    assert pick_dtype('bf16', 'cpu') == torch.bfloat16
+    with pytest.raises(ValueError, match='fp16'): pick_dtype('fp16', 'cpu')
