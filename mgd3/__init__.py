@@ -11,3 +11,4 @@ from .core import *
 from .data import *
 from .backbone import *
 from .sampler import *
+from .text2img import *
