@@ -9,3 +9,5 @@ __all__ = []
 # %% ../nbs/99_init.ipynb #411e6ecd
 from .core import *
 from .data import *
+from .latents import *
+from .modes import *

@@ -85,6 +85,15 @@ class LatentCache:
         meta = _shard_meta(self.shard_path(c))
         if meta is None: raise FileNotFoundError(f"{self.shard_path(c)} is missing or unreadable; rerun cache_latents")
         return meta
+    def counts(self) -> list[int]:
+        "Number of latents of each class, read from the shard headers (no tensors loaded)."
+        out = []
+        for c in range(self.spec.num_classes):
+            try:
+                with safe_open(str(self.shard_path(c)), framework='pt') as f: out.append(f.get_slice('latents').get_shape()[0])
+            except Exception as e:
+                raise FileNotFoundError(f"{self.shard_path(c)} is missing or unreadable ({e}); rerun cache_latents") from e
+        return out
     def class_latents(self, c:int) -> torch.Tensor:
         "Latents of class `c`, `[n_c, *latent_shape]`."
         return load_tensors(self.shard_path(c))[0]['latents']
