@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 from .core import save_tensors, load_tensors, save_json, load_json, item_generator
-from .data import DatasetSpec, dataset_spec, class_images, class_files, detect_source
+from .data import DatasetSpec, dataset_spec, class_images, class_files, detect_source, _warn_skip
 
 # %% auto #0
 __all__ = ['load_vae', 'encode_latents', 'vae_identity', 'LatentSet', 'LatentCache', 'cache_latents', 'encode_dataset']
@@ -142,7 +142,7 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
         lat, idx, skipped = [], [], []
         total = None if names is None else math.ceil(len(names) / batch_size)
         batches = class_images(spec, root, split, c, size, batch_size, flip, seed, num_workers,
-                               on_skip=lambda p, e: skipped.append(Path(p).name))
+                               on_skip=lambda p, e: (skipped.append(Path(p).name), _warn_skip(p, e)))
         for b in tqdm(batches, total=total, desc=f'{c}:{spec.wnids[c]}', leave=False, disable=not progress):
             gens = [item_generator(seed, c, int(i), 'vae-sample') for i in b.indices] if sample else None
             lat.append(encode_latents(vae, b.images, batch_size, sample, gens)); idx.append(b.indices)
