@@ -133,3 +133,14 @@ def test_mnist5k_encodes_through_the_same_api(tmp_path):
     vae = tiny_vae(channels=1)
     lat, lab = encode_dataset(vae, 'mnist5k', None, tmp_path, classes=[4, 7], batch_size=200, progress=False)
     assert lat.shape == (800, 4, 16, 16) and lab.tolist() == [4] * 400 + [7] * 400
+
+@pytest.mark.gpu
+def test_encoding_on_cuda_matches_cpu(tree, tmp_path):
+    vae = tiny_vae(); x = torch.rand(3, 3, 16, 16) * 2 - 1
+    cpu = encode_latents(vae, x)
+    gpu = encode_latents(tiny_vae().cuda(), x)                     # images are moved to the VAE's device
+    assert gpu.device.type == 'cpu'; torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]       # CPU generators drive CUDA sampling
+    assert encode_latents(tiny_vae().cuda(), x, sample=True, generator=gens).shape == cpu.shape
+    c = cache_latents(tiny_vae().cuda(), SUB, tree, tmp_path / 'c', progress=False)
+    assert c.counts() == COUNTS
