@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_latents.ipynb #40ae452c
 from __future__ import annotations
-import hashlib, json, math
+import hashlib, json, math, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -133,6 +133,9 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     cache = LatentCache(Path(cache_dir) / f'{spec.name}-{split}-{size}px-{digest}', spec, key)
     if not (cache.folder / 'cache.json').exists(): save_json(cache.folder / 'cache.json', {'key': key, 'spec': asdict(spec)})
+    if key['source'].startswith('fastai'):
+        warnings.warn(f"{root} is fastai's {key['source'][7:]} release, not ImageNet-1K's images of these classes: "
+                      "results will not be comparable with the paper's tables (the cache key records the source)")
     fresh = []
     todo = list(range(spec.num_classes) if classes is None else classes)
     for c in tqdm(todo, desc=f'encode {spec.name}/{split}', unit='class', disable=not progress):

@@ -119,7 +119,7 @@ def discover_modes(latents:torch.Tensor, # [N, *latent_shape] latents (e.g. from
                    seed:int=0, # random_state of the clustering (the authors use 0)
                    num_classes:int|None=None, # C (default: labels.max() + 1)
                    class_names:Sequence[str]|None=None, # only for error messages
-                   n_jobs:int=-1, # classes clustered in parallel threads (-1: all cores)
+                   n_jobs:int=1, # classes in parallel worker processes (-1: all cores); see the note above
                    **method_kwargs, # passed to the method (e.g. covariance_type for gmm)
                   ) -> ModeSet:
     "Cluster each class's latents into `ipc` modes (digest §1.2) and stack them in label order."
@@ -129,13 +129,12 @@ def discover_modes(latents:torch.Tensor, # [N, *latent_shape] latents (e.g. from
     _check(method, torch.bincount(labels, minlength=C)[:C].tolist(), ipc, class_names)
     x = latents.detach().float().cpu().reshape(len(latents), -1).numpy()
     idx = [np.flatnonzero(labels.numpy() == c) for c in range(C)]
-    results = Parallel(n_jobs=n_jobs, prefer='threads')(delayed(_class_modes)(x[i], ipc, method, seed, method_kwargs)
-                                                        for i in idx)
+    results = Parallel(n_jobs=n_jobs)(delayed(_class_modes)(x[i], ipc, method, seed, method_kwargs) for i in idx)
     return _stack(results, idx, method, seed, tuple(latents.shape[1:]), {'num_latents': len(latents)})
 
 def discover_modes_cached(cache, # a `LatentCache` (mgd3.latents), read one class at a time
                           ipc:int, method:str='kmeans', seed:int=0,
-                          n_jobs:int=1, # classes in parallel (each holds one class's latents in memory)
+                          n_jobs:int=1, # classes in parallel processes (each holds one class's latents in memory)
                           **method_kwargs) -> ModeSet:
     "`discover_modes` over a latent cache without loading it whole; `closest` indexes `cache.load()`'s order."
     counts = cache.counts()
@@ -143,7 +142,7 @@ def discover_modes_cached(cache, # a `LatentCache` (mgd3.latents), read one clas
     def one(c):
         z = cache.class_latents(c)
         return _class_modes(z.float().reshape(len(z), -1).numpy(), ipc, method, seed, method_kwargs), tuple(z.shape[1:])
-    out = Parallel(n_jobs=n_jobs, prefer='threads')(delayed(one)(c) for c in range(cache.spec.num_classes))
+    out = Parallel(n_jobs=n_jobs)(delayed(one)(c) for c in range(cache.spec.num_classes))
     starts = np.cumsum([0] + counts[:-1])
     return _stack([r for r, _ in out], [np.arange(s, s + n) for s, n in zip(starts, counts)], method, seed, out[0][1],
                   {'dataset': cache.spec.name, 'cache_key': cache.key, 'num_latents': int(sum(counts))})

@@ -144,3 +144,11 @@ def test_encoding_on_cuda_matches_cpu(tree, tmp_path):
     assert encode_latents(tiny_vae().cuda(), x, sample=True, generator=gens).shape == cpu.shape
     c = cache_latents(tiny_vae().cuda(), SUB, tree, tmp_path / 'c', progress=False)
     assert c.counts() == COUNTS
+
+def test_fastai_folder_is_recorded_and_warned(tree, tmp_path):
+    import shutil
+    fa = tmp_path / 'imagenette2-160'; shutil.copytree(tree, fa)
+    with pytest.warns(UserWarning, match="fastai's imagenette2 release"):
+        c = cache_latents(tiny_vae(), SUB, fa, tmp_path / 'c', classes=[0], progress=False)
+    assert c.key['source'] == 'fastai-imagenette2'
+    assert c.folder != cache_latents(tiny_vae(), SUB, tree, tmp_path / 'c', classes=[0], progress=False).folder
