@@ -267,11 +267,14 @@ def _embedded_items(spec, split, class_index, size):
 class ImageFolderDataset(torch.utils.data.Dataset):
     "The images of a spec's classes under `root/<split>/<wnid>/` as `([-1, 1] image, label)` pairs in label order."
     def __init__(self, spec:str|DatasetSpec, root:str|Path, split:str|None='train', image_size:int|None=None,
-                 flip:bool=False, seed:int=0):
+                 flip:bool=False, seed:int=0,
+                 exclude=(), # files to leave out, e.g. `validate_dataset(...).unreadable`
+                ):
         self.spec = dataset_spec(spec); self.image_size = image_size or self.spec.image_size
         self.flip, self.seed = flip, seed
+        skip = {Path(p).resolve() for p in exclude}
         self.samples = [(p, c, i) for c, w in enumerate(self.spec.wnids)
-                        for i, p in enumerate(class_files(root, split, w))]
+                        for i, p in enumerate(class_files(root, split, w)) if not skip or p.resolve() not in skip]
     def __len__(self): return len(self.samples)
     def __getitem__(self, i):
         path, c, j = self.samples[i]

@@ -130,6 +130,15 @@ def test_loader_streams_classes_and_skips_corrupt_file(tree):
         next(class_images('imagenette', tree, 'test', 0))
     assert split_dir(tree, 'val').name == 'validation'
 
+def test_torch_dataset_excludes_reported_unreadable_files(tree):
+    rep = validate_dataset('imagenette', tree)
+    sub = DatasetSpec('three', NETTE.wnids[:3], NETTE.class_ids[:3], NETTE.class_names[:3], 16)
+    everything = ImageFolderDataset(sub, tree)
+    with pytest.raises(ValueError, match='corrupt.JPEG.*validate_dataset'):
+        [everything[i] for i in range(len(everything))]
+    ds = ImageFolderDataset(sub, tree, exclude=rep.unreadable)
+    assert len(ds) == 3 * N_TRAIN and [ds[i][1] for i in range(len(ds))] == [0] * 4 + [1] * 4 + [2] * 4
+
 def test_threaded_decoding_gives_the_same_batches(tree):
     a = list(class_images('imagenette', tree, 'train', 0, image_size=32, batch_size=3))
     b = list(class_images('imagenette', tree, 'train', 0, image_size=32, batch_size=3, num_workers=2))
