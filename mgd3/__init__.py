@@ -9,6 +9,8 @@ __all__ = []
 # %% ../nbs/99_init.ipynb #411e6ecd
 from .core import *
 from .data import *
+from .latents import *
+from .modes import *
 from .backbone import *
 from .sampler import *
 from .text2img import *
