@@ -6,6 +6,9 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_init.ipynb #411e6ecd
+# %% ../nbs/99_init.ipynb #0ef8396d
 from .core import *
 from .data import *
+from .evalnets import *
+from .evaluate import *
+from .metrics import *
