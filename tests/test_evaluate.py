@@ -27,14 +27,16 @@ def test_hard_labels_learn_and_shuffled_labels_do_not(mnist):
     for r in (real, shuffled): assert r.best_acc >= r.final_acc == r.history[-1][1]
 
 def test_same_seed_same_history_other_seed_differs(mnist):
-    a, b, c = (run(mnist, 2, epochs=3, evals=3, seed=s) for s in (5, 5, 6))
+    idx = mnist['per_class'](mnist['ytr'], 2); xt, yt = mnist['test']
+    a, b, c = (evaluate((mnist['xtr'][idx], mnist['ytr'][idx]), (xt[::4], yt[::4]), preset='quick', epochs=3, evals=3,
+                        seed=s, device='cpu') for s in (5, 5, 6))
     assert a.history == b.history and [e for e, _ in a.history] == [1, 2, 3]
     assert a.history != c.history
 
 def test_soft_labels_with_embedded_teacher_beat_hard_labels_at_ipc1(mnist):
-    hard = run(mnist, 1, epochs=40, evals=4)
-    soft = run(mnist, 1, protocol='soft', teacher='mnist5k', epochs=40, evals=4)
-    print(f"IPC 1, convnet3, 40 epochs: hard {hard.best_acc:.1f}% (final {hard.final_acc:.1f}), "
+    hard = run(mnist, 1, epochs=30, evals=3)
+    soft = run(mnist, 1, protocol='soft', teacher='mnist5k', epochs=30, evals=3)
+    print(f"IPC 1, convnet3, 30 epochs: hard {hard.best_acc:.1f}% (final {hard.final_acc:.1f}), "
           f"soft {soft.best_acc:.1f}% (final {soft.final_acc:.1f}); soft - hard = {soft.best_acc - hard.best_acc:+.1f} points")
     assert soft.config['teacher'] == 'mnist5k' and soft.config['protocol'] == 'soft'
     assert soft.best_acc > hard.best_acc
@@ -61,7 +63,8 @@ def test_augmentation_is_per_sample_and_on_the_input_device():
     out = augment_batch(x, 32, torch.Generator().manual_seed(0))
     assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32 and out.device == x.device
     flat = out.flatten(1)
-    assert len({tuple(r.round(decimals=3).tolist()[:50]) for r in flat}) == 16  # 16 different crops/colours
+    dist = torch.cdist(flat, flat) + torch.eye(16) * 1e9
+    assert dist.min() > 0.1  # all 16 copies of one image were augmented differently
 
 def test_summary_labels_what_varied():
     from mgd3.evaluate import EvalResult
