@@ -14,3 +14,6 @@ from .modes import *
 from .backbone import *
 from .sampler import *
 from .text2img import *
+from .evalnets import *
+from .evaluate import *
+from .metrics import *

@@ -1,0 +1,62 @@
+"""Diversity, representativeness, mode coverage and the selection baselines, on constructed and on MNIST-5k features."""
+import math, pytest, torch
+from mgd3.metrics import (select_random_real, select_herding, class_kmeans, select_closest_to_centroids, mode_coverage,
+                          distillation_metrics, plot_tsne)
+
+def blobs(k=5, per=20, classes=2, spread=0.05, seed=0):
+    "k tight, well-separated blobs per class; returns (features, labels, blob id)."
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, k, 8, generator=g) * 10
+    f = torch.cat([centres[c, j] + spread * torch.randn(per, 8, generator=g) for c in range(classes) for j in range(k)])
+    labels = torch.arange(classes).repeat_interleave(k * per)
+    blob = torch.arange(k).repeat_interleave(per).repeat(classes)
+    return f, labels, blob
+
+def test_coverage_is_one_for_one_per_mode_and_one_over_k_for_one_mode():
+    f, y, blob = blobs()
+    one_per_mode = torch.tensor([int(torch.nonzero((y == c) & (blob == j))[0]) for c in range(2) for j in range(5)])
+    assert mode_coverage(f, y, f[one_per_mode], y[one_per_mode]) == {0: 1.0, 1: 1.0}
+    same_mode = torch.tensor([int(i) for c in range(2) for i in torch.nonzero((y == c) & (blob == 0)).flatten()[:5]])
+    assert mode_coverage(f, y, f[same_mode], y[same_mode]) == {0: 0.2, 1: 0.2}
+
+def test_mode_discovery_only_hits_every_mode_and_random_usually_does_not():
+    f, y, blob = blobs(k=8, per=10)
+    md = select_closest_to_centroids(f, y, class_kmeans(f, y, 8, seed=0))
+    assert sorted(blob[md[:8]].tolist()) == list(range(8))
+    assert mode_coverage(f, y, f[md], y[md], seed=3)[0] == 1.0
+    cov_random = [mode_coverage(f, y, f[r], y[r])[0] for r in (select_random_real(y, 8, s) for s in range(5))]
+    assert sum(cov_random) / 5 < 1.0  # 8 draws from 8 equal modes rarely hit all (P = 8!/8^8 ≈ 0.002)
+
+def test_herding_matches_the_class_mean_better_than_random():
+    g = torch.Generator().manual_seed(1)
+    f, y = torch.randn(400, 16, generator=g), torch.arange(4).repeat_interleave(100)
+    h = select_herding(f, y, 10)
+    err = lambda idx: sum(float((f[idx][y[idx] == c].mean(0) - f[y == c].mean(0)).norm()) for c in range(4))
+    assert err(h) < min(err(select_random_real(y, 10, s)) for s in range(10))
+    assert len(set(h.tolist())) == 40 and (y[h] == torch.arange(4).repeat_interleave(10)).all()
+
+def test_diversity_and_representativeness_values():
+    real = torch.tensor([[0., 0], [0, 2], [10, 10]]); rl = torch.zeros(3, dtype=torch.long)
+    syn = torch.tensor([[0., 0], [3, 4]]); sl = torch.zeros(2, dtype=torch.long)
+    rep = distillation_metrics(real, rl, syn, sl, feature_space='toy', n_nearest=2, tsne=False)
+    assert rep.per_class[0]['diversity_raw'] == pytest.approx(5.0)
+    assert rep.per_class[0]['representativeness_raw'] == pytest.approx((1.0 + (math.sqrt(13) + 5) / 2) / 2)
+    dup = distillation_metrics(real, rl, torch.zeros(2, 2), sl, feature_space='toy', tsne=False)
+    assert dup.per_class[0]['diversity_raw'] == 0.0
+    one = distillation_metrics(real, rl, syn[:1], sl[:1], feature_space='toy', tsne=False)
+    assert math.isnan(one.per_class[0]['diversity_raw']) and one.per_class[0]['coverage'] == 1.0
+
+def test_tsne_report_and_figure():
+    f, y, _ = blobs(k=3, per=15)
+    idx = select_random_real(y, 3, seed=0)
+    rep = distillation_metrics(f, y, f[idx], y[idx], feature_space='toy blobs', seed=0)
+    assert set(rep.mean) == {'diversity_raw', 'representativeness_raw', 'coverage', 'diversity_tsne', 'representativeness_tsne'}
+    assert rep.tsne[0][0].shape == (45, 2) and rep.tsne[0][1].shape == (3, 2)
+    fig = plot_tsne(rep, 'random real'); assert len(fig.axes) == 2
+
+def test_bad_input():
+    f, y, _ = blobs()
+    with pytest.raises(ValueError, match='fewer than ipc=101'): select_random_real(y, 101)
+    with pytest.raises(ValueError, match='8-d but distilled 3-d'): distillation_metrics(f, y, f[:2, :3], y[:2], feature_space='x')
+    with pytest.raises(ValueError, match='no real samples'): select_closest_to_centroids(f, y, {7: torch.zeros(2, 8)})
+    with pytest.raises(ValueError, match='distilled class 5'): mode_coverage(f, y, f[:1], torch.tensor([5]), k=2)
