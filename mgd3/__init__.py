@@ -17,3 +17,4 @@ from .text2img import *
 from .evalnets import *
 from .evaluate import *
 from .metrics import *
+from .distill import *
