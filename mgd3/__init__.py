@@ -18,3 +18,4 @@ from .evalnets import *
 from .evaluate import *
 from .metrics import *
 from .distill import *
+from .explore import *
