@@ -26,7 +26,12 @@ def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, 
     "An `AutoencoderKL` in eval mode from a folder or hub id."
     from diffusers import AutoencoderKL
     kw = {'subfolder': subfolder} if subfolder else {}
-    return AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, **kw).to(device).eval()
+    try: vae = AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, **kw)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"cannot load an AutoencoderKL from {name_or_path!r} ({type(e).__name__}); pass a diffusers "
+                                "VAE folder (with config.json), subfolder='vae' for a pipeline folder, or a hub id such "
+                                "as 'stabilityai/sd-vae-ft-mse' (needs the network or the HF cache)") from e
+    return vae.to(device).eval()
 
 @torch.no_grad()
 def encode_latents(vae, # a diffusers `AutoencoderKL`
