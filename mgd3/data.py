@@ -91,7 +91,7 @@ def dataset_spec(name:str|DatasetSpec) -> DatasetSpec:
 def read_class_list(name:str, # the list's name: imagenette, imagewoof, imageidc, imagenet100
                    ) -> tuple[str, ...]:
     "The wnids of a packaged class list (`mgd3/assets/classes/classes_<name>.txt`), in file order."
-    path = _package_files('mgd3').joinpath('assets', 'classes', f'classes_{name}.txt')
+    path = _package_files('mgd3') / 'assets' / 'classes' / f'classes_{name}.txt'
     if not path.is_file(): raise FileNotFoundError(f"no packaged class list {name!r}; reinstall mgd3 (assets missing)")
     return tuple(l.strip() for l in path.read_text(encoding='utf-8').splitlines() if l.strip())
 
