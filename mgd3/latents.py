@@ -15,7 +15,8 @@ from .core import save_tensors, load_tensors, save_json, load_json, item_generat
 from .data import DatasetSpec, dataset_spec, class_images, class_files, detect_source, _warn_skip
 
 # %% auto #0
-__all__ = ['load_vae', 'encode_latents', 'vae_identity', 'LatentSet', 'LatentCache', 'cache_latents', 'encode_dataset']
+__all__ = ['load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache', 'cache_latents',
+           'encode_dataset']
 
 # %% ../nbs/02_latents.ipynb #72fbaca6
 def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, e.g. "stabilityai/sd-vae-ft-mse"
@@ -57,6 +58,18 @@ def encode_latents(vae, # a diffusers `AutoencoderKL`
         z = dist.sample(generator=g) if sample else dist.mean
         out.append(((z.float() - shift) * scale).cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+@torch.no_grad()
+def decode_latents(vae, # a diffusers `AutoencoderKL`
+                   latents:torch.Tensor, # [N, *latent_shape] in the scaled latent space
+                   batch_size:int=32,
+                  ) -> torch.Tensor:
+    "Images in [-1, 1] (float32, CPU) from scaled latents: `vae.decode(z / scaling_factor + shift)`."
+    p = next(vae.parameters()); scale = vae.config.scaling_factor
+    shift = getattr(vae.config, 'shift_factor', None) or 0.0
+    out = [vae.decode(z.to(p.device, p.dtype) / scale + shift).sample.float().clamp(-1, 1).cpu()
+           for z in latents.split(batch_size)]
+    return torch.cat(out)
 
 def vae_identity(vae) -> str:
     "A 16-hex-digit hash of a VAE's config (without private `_` keys) and weights."

@@ -6,8 +6,7 @@ from PIL import Image
 from diffusers import AutoencoderKL
 from mgd3.core import load_tensors
 from mgd3.data import dataset_spec, DatasetSpec, to_model_range, class_images
-from mgd3.latents import encode_latents, vae_identity, cache_latents, encode_dataset, LatentCache
-from mgd3.modes import decode_latents
+from mgd3.latents import encode_latents, decode_latents, vae_identity, cache_latents, encode_dataset, LatentCache
 
 def tiny_vae(channels=3, seed=0, **kw):
     torch.manual_seed(seed)
