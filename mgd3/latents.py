@@ -162,7 +162,8 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
         if meta is not None and meta.get('key') == key and meta.get('files') == names: continue
         lat, idx, skipped = [], [], []
         total = None if names is None else math.ceil(len(names) / batch_size)
-        batches = class_images(spec, root, split, c, size, batch_size, flip, seed, num_workers,
+        batches = class_images(spec, root, split, c, image_size=size, batch_size=batch_size, flip=flip, seed=seed,
+                               num_workers=num_workers,
                                on_skip=lambda p, e: (skipped.append(Path(p).name), _warn_skip(p, e)))
         for b in tqdm(batches, total=total, desc=f'{c}:{spec.wnids[c]}', leave=False, disable=not progress):
             gens = [item_generator(seed, c, int(i), 'vae-sample') for i in b.indices] if sample else None
