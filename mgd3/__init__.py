@@ -10,3 +10,4 @@ __all__ = []
 from .core import *
 from .data import *
 from .backbone import *
+from .pretrain import *
