@@ -12,6 +12,7 @@ from .data import *
 from .latents import *
 from .modes import *
 from .backbone import *
+from .pretrain import *
 from .sampler import *
 from .text2img import *
 from .evalnets import *
