@@ -221,7 +221,8 @@ class EvalConfig:
 
 EVAL_PRESETS = {
     'imagenet': dict(),
-    'mnist5k': dict(image_size=32, mean=(0.1307,), std=(0.3081,), flip=False, lighting=0.0, temperature=4.0),
+    'mnist5k': dict(image_size=32, mean=(0.1307,), std=(0.3081,), flip=False, lighting=0.0, temperature=4.0,
+                    epochs=50, soft_epochs=50, evals=10),
     'quick': dict(image_size=None, mean=None, std=None, flip=False, epochs=15, soft_epochs=15, evals=3, temperature=4.0),
 }
 
