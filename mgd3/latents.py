@@ -26,7 +26,7 @@ def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, 
     "An `AutoencoderKL` in eval mode from a folder or hub id."
     from diffusers import AutoencoderKL
     kw = {'subfolder': subfolder} if subfolder else {}
-    return AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, **kw).to(device).eval()
+    return AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, use_safetensors=True, **kw).to(device).eval()
 
 @torch.no_grad()
 def encode_latents(vae, # a diffusers `AutoencoderKL`

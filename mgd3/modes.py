@@ -75,6 +75,15 @@ class ModeSet:
     method: str # the registered method that found them
     seed: int # its random_state
     meta: dict = field(default_factory=dict) # anything else worth keeping (dataset, VAE identity, ...)
+    def __post_init__(self):
+        c, s, k = (tuple(getattr(self, n).shape) if torch.is_tensor(getattr(self, n)) else None
+                   for n in ('centroids', 'sizes', 'closest'))
+        if c is None or len(c) < 3:
+            raise ValueError(f"ModeSet centroids must be a tensor [C, ipc, *latent_shape], got shape {c}; build a ModeSet "
+                             "with discover_modes or ModeSet.load")
+        if s != c[:2] or k is None or len(k) != 2 or k[1] != c[1]:
+            raise ValueError(f"ModeSet sizes {s} must have shape [C, ipc] = {c[:2]} and closest {k} shape [*, ipc] like "
+                             "the centroids; build a ModeSet with discover_modes or ModeSet.load")
     @property
     def num_classes(self) -> int: return self.centroids.shape[0]
     @property
