@@ -108,7 +108,7 @@ def _class_modes(x, ipc, method, seed, kw):
 
 def _check(method, counts, ipc, class_names):
     if method not in MODE_METHODS: raise ValueError(f"unknown mode method {method!r}; use one of {list_mode_methods()}")
-    if ipc < 1: raise ValueError(f"ipc must be at least 1, got {ipc}")
+    if ipc < 1: raise ValueError(f"ipc must be at least 1, got {ipc}; pass ipc >= 1 (modes per class)")
     small = [(c, int(n)) for c, n in enumerate(counts) if n < ipc]
     if small:
         c, n = small[0]; name = f" ({class_names[c]})" if class_names is not None else ''
