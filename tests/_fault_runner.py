@@ -26,13 +26,16 @@ def _count(out, pattern): return len(list(out.glob(pattern)))
 
 def evidence(out:Path) -> dict:
     "Where the run stood: files per stage, and the stages the manifest records as finished."
+    import hashlib
     m = out / 'manifest.json'
-    timings = sorted(json.loads(m.read_text()).get('timings', {})) if m.exists() else []
+    man = json.loads(m.read_text()) if m.exists() else {}
+    timings, images = sorted(man.get('timings', {})), man.get('images') or None
     return {'shards': _count(out, 'latents/*/class_*.safetensors'), 'modes': (out / 'modes.safetensors').exists(),
             'png_mdo': _count(out, 'images/mode_discovery_only/*/*.png'),
             'done_mdo': (out / 'images/mode_discovery_only/done.json').exists(),
             'png_mgd3': _count(out, 'images/mgd3/seed0/*/*.png'), 'evals': _count(out, 'eval/*/*/*.json'),
-            'metrics': (out / 'metrics.json').exists(), 'figures': _count(out, 'figures/*.png'), 'finished': timings}
+            'metrics': (out / 'metrics.json').exists(), 'figures': _count(out, 'figures/*.png'), 'finished': timings,
+            'images': images and hashlib.sha256(json.dumps(images, sort_keys=True).encode()).hexdigest()}
 
 def _kill_self(): os.kill(os.getpid(), signal.SIGKILL)
 
@@ -149,7 +152,7 @@ def main(work:Path, pipe:str, chain:list[str], refs:list[str]):
         step['after'] = evidence(out); step['files'] = check_files(out)
         if fault == 'blocked-class-folder': blocker.unlink()   # "fix" it: the next run resumes
         report['steps'].append(step)
-    for n, pid in refs.items(): report[n] = wait(pid) | {'files': check_files(work / n)}
+    for n, pid in refs.items(): report[n] = wait(pid) | {'files': check_files(work / n), 'after': evidence(work / n)}
     report['seconds'] = round(time.time() - t0, 1)
     print(json.dumps(report))
 

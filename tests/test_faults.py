@@ -6,10 +6,12 @@ fault every file left behind is whole, and the resumed run ends with the image h
 Temporary files: a write goes to `.<name>.<random>.tmp` beside its target, then is renamed (mgd3.core.atomic_save /
 atomic_write). A killed process can leave such a file behind; it is IGNORED, never cleaned: no reader matches it (not
 `*.png`, `*.json` or `*.safetensors`), and deleting it is always safe (`find runs -name '.*.tmp' -delete`)."""
-import json, re
+import json, os, re
 from pathlib import Path
 import pytest
 from _fault_runner import fault_report, CHAIN
+
+pytestmark = pytest.mark.skipif(not hasattr(os, 'fork'), reason='the fault runner forks one child per run (POSIX)')
 
 @pytest.fixture(scope='module')
 def report(): return fault_report()[0]
@@ -71,6 +73,13 @@ def test_resumed_run_equals_an_uninterrupted_run(report):
     assert len(ref['images']) == 40 and chain['images'] == ref['images']
     # the stale temporaries are still there, and were not taken for images
     assert last['files']['tmp'] and not any(Path(t).name in {Path(i).name for i in chain['images']} for t in last['files']['tmp'])
+
+def test_every_manifest_that_lists_images_lists_the_uninterrupted_hashes(report):
+    "Once a (re-)run has recorded the image hashes in manifest.json, they are those of the uninterrupted run."
+    ref = report['ref_a']['after']['images']
+    listed = [s['fault'] for s in report['steps'] if s['after']['images']]
+    assert ref and listed == ['kill-evaluation', 'external-kill', 'none']   # all images exist from kill-evaluation on
+    assert all(s['after']['images'] == ref for s in report['steps'] if s['after']['images'])
 
 def test_counts(report):
     survived = [f for f in KILLS if _step(report, f)['signal'] == 9 and not _step(report, f)['files']['bad']]
