@@ -29,7 +29,7 @@ def main():
     loop_s, _ = timed(lambda: [generate(bb, [labels[i]], seeds=[seeds[i]], modes=modes[i:i + 1], batch_size=1,
                                         chunk_size=1, **kw) for i in range(n)])
     rows = []
-    for chunk in (16, n):
+    for chunk in (16, 64, n):
         best = {}
         for name, m in (('unguided', None), ('guided', modes)):
             best[name] = min(timed(lambda: generate(bb, labels, seeds=seeds, modes=m, batch_size=n, chunk_size=chunk,

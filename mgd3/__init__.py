@@ -12,9 +12,11 @@ from .data import *
 from .latents import *
 from .modes import *
 from .backbone import *
+from .pretrain import *
 from .sampler import *
 from .text2img import *
 from .evalnets import *
 from .evaluate import *
 from .metrics import *
 from .distill import *
+from .explore import *

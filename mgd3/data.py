@@ -95,7 +95,7 @@ def dataset_spec(name:str|DatasetSpec) -> DatasetSpec:
 def read_class_list(name:str, # the list's name: imagenette, imagewoof, imageidc, imagenet100
                    ) -> tuple[str, ...]:
     "The wnids of a packaged class list (`mgd3/assets/classes/classes_<name>.txt`), in file order."
-    path = _package_files('mgd3').joinpath('assets', 'classes', f'classes_{name}.txt')
+    path = _package_files('mgd3') / 'assets' / 'classes' / f'classes_{name}.txt'
     if not path.is_file(): raise FileNotFoundError(f"no packaged class list {name!r}; reinstall mgd3 (assets missing)")
     return tuple(l.strip() for l in path.read_text(encoding='utf-8').splitlines() if l.strip())
 
@@ -346,14 +346,20 @@ def detect_source(root:str|Path, spec:str|DatasetSpec) -> str:
 _CHECKS = {'none': None, 'header': lambda im: im.verify(), 'decode': lambda im: im.convert('RGB')}
 
 def validate_dataset(spec:str|DatasetSpec, # dataset name or spec
-                     root:str|Path, # dataset root
+                     root:str|Path|None, # dataset root (None for mnist5k)
                      splits=('train', 'val'), # splits that must be present
                      check_images:str='header', # "none", "header" (PIL verify) or "decode" (full decode)
                      min_per_class:int=1, # fewer images than this in a class is an error (e.g. set it to IPC)
                     ) -> ValidationReport:
     "Check a dataset root's layout, classes, counts and files; returns a report and never raises on a bad tree."
-    spec = dataset_spec(spec); root = Path(root).expanduser()
+    spec = dataset_spec(spec)
     if check_images not in _CHECKS: raise ValueError(f"check_images must be one of {list(_CHECKS)}, got {check_images!r}")
+    if spec.embedded:   # shipped with the package: nothing can be missing, report the counts
+        rep = ValidationReport(spec.name, 'embedded', 'embedded')
+        for split in ('train', 'test'):
+            y = _mnist5k_cached(split)[1]; rep.counts[split] = {w: int((y == c).sum()) for c, w in enumerate(spec.wnids)}
+        return rep
+    root = Path(root).expanduser()
     rep = ValidationReport(spec.name, str(root), detect_source(root, spec) if root.is_dir() else 'unknown')
     if not root.is_dir():
         rep.errors.append(f"root {root} does not exist; pass the folder that holds train/ and val/"); return rep

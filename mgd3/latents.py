@@ -15,7 +15,8 @@ from .core import save_tensors, load_tensors, save_json, load_json, item_generat
 from .data import DatasetSpec, dataset_spec, class_images, class_files, detect_source, _warn_skip
 
 # %% auto #0
-__all__ = ['load_vae', 'encode_latents', 'vae_identity', 'LatentSet', 'LatentCache', 'cache_latents', 'encode_dataset']
+__all__ = ['load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache', 'cache_latents',
+           'encode_dataset']
 
 # %% ../nbs/02_latents.ipynb #72fbaca6
 def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, e.g. "stabilityai/sd-vae-ft-mse"
@@ -26,7 +27,12 @@ def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, 
     "An `AutoencoderKL` in eval mode from a folder or hub id."
     from diffusers import AutoencoderKL
     kw = {'subfolder': subfolder} if subfolder else {}
-    return AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, use_safetensors=True, **kw).to(device).eval()
+    try: vae = AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, use_safetensors=True, **kw)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"cannot load an AutoencoderKL from {name_or_path!r} ({type(e).__name__}); pass a diffusers "
+                                "VAE folder (with config.json), subfolder='vae' for a pipeline folder, or a hub id such "
+                                "as 'stabilityai/sd-vae-ft-mse' (needs the network or the HF cache)") from e
+    return vae.to(device).eval()
 
 @torch.no_grad()
 def encode_latents(vae, # a diffusers `AutoencoderKL`
@@ -52,6 +58,18 @@ def encode_latents(vae, # a diffusers `AutoencoderKL`
         z = dist.sample(generator=g) if sample else dist.mean
         out.append(((z.float() - shift) * scale).cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+@torch.no_grad()
+def decode_latents(vae, # a diffusers `AutoencoderKL`
+                   latents:torch.Tensor, # [N, *latent_shape] in the scaled latent space
+                   batch_size:int=32,
+                  ) -> torch.Tensor:
+    "Images in [-1, 1] (float32, CPU) from scaled latents: `vae.decode(z / scaling_factor + shift)`."
+    p = next(vae.parameters()); scale = vae.config.scaling_factor
+    shift = getattr(vae.config, 'shift_factor', None) or 0.0
+    out = [vae.decode(z.to(p.device, p.dtype) / scale + shift).sample.float().clamp(-1, 1).cpu()
+           for z in latents.split(batch_size)]
+    return torch.cat(out)
 
 def vae_identity(vae) -> str:
     "A 16-hex-digit hash of a VAE's config (without private `_` keys) and weights."
@@ -144,7 +162,8 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
         if meta is not None and meta.get('key') == key and meta.get('files') == names: continue
         lat, idx, skipped = [], [], []
         total = None if names is None else math.ceil(len(names) / batch_size)
-        batches = class_images(spec, root, split, c, size, batch_size, flip, seed, num_workers,
+        batches = class_images(spec, root, split, c, image_size=size, batch_size=batch_size, flip=flip, seed=seed,
+                               num_workers=num_workers,
                                on_skip=lambda p, e: (skipped.append(Path(p).name), _warn_skip(p, e)))
         for b in tqdm(batches, total=total, desc=f'{c}:{spec.wnids[c]}', leave=False, disable=not progress):
             gens = [item_generator(seed, c, int(i), 'vae-sample') for i in b.indices] if sample else None

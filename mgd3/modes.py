@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from joblib import Parallel, delayed
 from .core import save_tensors, load_tensors
+from .latents import decode_latents
 
 # %% auto #0
 __all__ = ['MODE_METHODS', 'register_mode_method', 'list_mode_methods', 'nearest_rows', 'kmeans_modes', 'kmeans_closest_modes',
-           'gmm_modes', 'random_modes', 'ModeSet', 'discover_modes', 'discover_modes_cached', 'decode_latents',
-           'plot_modes', 'plot_cluster_sizes']
+           'gmm_modes', 'random_modes', 'ModeSet', 'discover_modes', 'discover_modes_cached', 'plot_modes',
+           'plot_cluster_sizes']
 
 # %% ../nbs/03_modes.ipynb #1f56f42a
 MODE_METHODS: dict[str, Callable] = {}
@@ -157,18 +158,6 @@ def discover_modes_cached(cache, # a `LatentCache` (mgd3.latents), read one clas
                   {'dataset': cache.spec.name, 'cache_key': cache.key, 'num_latents': int(sum(counts))})
 
 # %% ../nbs/03_modes.ipynb #1ad7748d
-@torch.no_grad()
-def decode_latents(vae, # a diffusers `AutoencoderKL`
-                   latents:torch.Tensor, # [N, *latent_shape] in the scaled latent space
-                   batch_size:int=32,
-                  ) -> torch.Tensor:
-    "Images in [-1, 1] (float32, CPU) from scaled latents: `vae.decode(z / scaling_factor + shift)`."
-    p = next(vae.parameters()); scale = vae.config.scaling_factor
-    shift = getattr(vae.config, 'shift_factor', None) or 0.0
-    out = [vae.decode(z.to(p.device, p.dtype) / scale + shift).sample.float().clamp(-1, 1).cpu()
-           for z in latents.split(batch_size)]
-    return torch.cat(out)
-
 def _as_display(img):
     img = img.float() / 255 if img.dtype == torch.uint8 else (img.float().clamp(-1, 1) + 1) / 2
     return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()

@@ -199,3 +199,5 @@ def test_mnist5k_through_the_dataset_api():
     assert torch.equal(((b.images + 1) * 127.5).round().to(torch.uint8), xtr[ytr == 7])
     assert next(class_images('mnist5k', None, 'train', 0, image_size=64)).images.shape[-1] == 64
     with pytest.raises(ValueError, match='unknown split'): load_split('mnist5k', split='val')
+    rep = validate_dataset('mnist5k', None)
+    assert rep.ok and rep.source == 'embedded' and rep.counts['test'] == {str(d): 100 for d in range(10)}

@@ -123,3 +123,12 @@ def test_image_folders_train_and_test(tmp_path, small):
     (tmp_path / 'images' / 'n10').mkdir()
     with pytest.raises(FileNotFoundError, match='at least one image'): ev(tmp_path / 'images', tmp_path / 'val')
     with pytest.raises(FileNotFoundError, match='is not a folder'): ev(tmp_path / 'nothing', tmp_path / 'val')
+
+@pytest.mark.gpu
+def test_augmentation_is_the_same_on_cuda_and_cpu():
+    x = torch.randint(0, 256, (8, 3, 48, 48), dtype=torch.uint8)
+    a = augment_batch(x, 32, torch.Generator().manual_seed(0))
+    b = augment_batch(x.cuda(), 32, torch.Generator().manual_seed(0))
+    assert b.device.type == 'cuda' and torch.allclose(a, b.cpu(), atol=1e-4)
+    m1, m2 = cutmix(a, torch.Generator().manual_seed(1)), cutmix(b, torch.Generator().manual_seed(1))
+    assert m1.ratio == m2.ratio and torch.allclose(m1.images, m2.images.cpu(), atol=1e-4)

@@ -6,8 +6,7 @@ from PIL import Image
 from diffusers import AutoencoderKL
 from mgd3.core import load_tensors
 from mgd3.data import dataset_spec, DatasetSpec, to_model_range, class_images
-from mgd3.latents import encode_latents, vae_identity, cache_latents, encode_dataset, LatentCache
-from mgd3.modes import decode_latents
+from mgd3.latents import encode_latents, decode_latents, vae_identity, cache_latents, encode_dataset, LatentCache
 
 def tiny_vae(channels=3, seed=0, **kw):
     torch.manual_seed(seed)
@@ -152,3 +151,10 @@ def test_fastai_folder_is_recorded_and_warned(tree, tmp_path):
         c = cache_latents(tiny_vae(), SUB, fa, tmp_path / 'c', classes=[0], progress=False)
     assert c.key['source'] == 'fastai-imagenette2'
     assert c.folder != cache_latents(tiny_vae(), SUB, tree, tmp_path / 'c', classes=[0], progress=False).folder
+
+def test_load_vae_from_a_folder(tmp_path):
+    from mgd3.latents import load_vae
+    vae = tiny_vae(); vae.save_pretrained(tmp_path / 'vae')
+    back = load_vae(tmp_path / 'vae')
+    assert not back.training and vae_identity(back) == vae_identity(vae)
+    with pytest.raises(FileNotFoundError, match='cannot load an AutoencoderKL'): load_vae(tmp_path / 'missing')

@@ -49,7 +49,7 @@ def test_diversity_and_representativeness_values():
 def test_tsne_report_and_figure():
     f, y, _ = blobs(k=3, per=15)
     idx = select_random_real(y, 3, seed=0)
-    rep = distillation_metrics(f, y, f[idx], y[idx], feature_space='toy blobs', seed=0)
+    rep = distillation_metrics(f, y, f[idx], y[idx], feature_space='toy blobs', seed=0, tsne_iters=250)
     assert set(rep.mean) == {'diversity_raw', 'representativeness_raw', 'coverage', 'diversity_tsne', 'representativeness_tsne'}
     assert rep.tsne[0][0].shape == (45, 2) and rep.tsne[0][1].shape == (3, 2)
     fig = plot_tsne(rep, 'random real'); assert len(fig.axes) == 2
