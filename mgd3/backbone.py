@@ -127,12 +127,19 @@ def load_backbone(name_or_path:str|Path, # a registered name ('tiny-mnist'), a D
             raise FileNotFoundError(f"{folder} has no {part}/ folder: a backbone folder needs model_index.json, "
                                     f"transformer/, vae/ and scheduler/ as `DiTPipeline.save_pretrained` writes them"
                                     + (" (or pass `vae=`)" if part == 'vae' else '') + ". " + _LOCAL_HELP)
-    transformer = DiTTransformer2DModel.from_pretrained(folder, subfolder='transformer', torch_dtype=dtype)
-    if vae is None: vae_model = AutoencoderKL.from_pretrained(folder, subfolder='vae', torch_dtype=dtype)
+        weights = [] if part == 'scheduler' else list((folder/part).glob('*.safetensors'))
+        cfg_name = 'scheduler_config.json' if part == 'scheduler' else 'config.json'
+        if not (folder/part/cfg_name).is_file() or (part != 'scheduler' and not weights):
+            raise FileNotFoundError(f"{folder/part} lacks {cfg_name if not (folder/part/cfg_name).is_file() else 'its *.safetensors weights'}"
+                                    f" (only safetensors weights are loaded, never pickled .bin files); re-save the "
+                                    "component with `save_pretrained(..., safe_serialization=True)`. " + _LOCAL_HELP)
+    transformer = DiTTransformer2DModel.from_pretrained(folder, subfolder='transformer', torch_dtype=dtype,
+                                                        use_safetensors=True)
+    if vae is None: vae_model = AutoencoderKL.from_pretrained(folder, subfolder='vae', torch_dtype=dtype, use_safetensors=True)
     elif isinstance(vae, AutoencoderKL): vae_model = vae.to(dtype)
     else:
         vf, sub = _vae_folder(vae)
-        vae_model = AutoencoderKL.from_pretrained(vf, subfolder=sub, torch_dtype=dtype)
+        vae_model = AutoencoderKL.from_pretrained(vf, subfolder=sub, torch_dtype=dtype, use_safetensors=True)
     tc, vc = transformer.config, vae_model.config
     if vc.latent_channels != tc.in_channels:
         raise ValueError(f"the VAE makes {vc.latent_channels}-channel latents but the transformer takes "

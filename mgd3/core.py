@@ -85,14 +85,21 @@ def atomic_save(path:str|Path, # the final file path
                 save_fn, # a function taking a temporary path and writing the file there (e.g. `img.save`)
                ) -> Path:
     "Run `save_fn(tmp_path)` in the target's folder, then rename the result to `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    path = Path(path)
+    try: path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise OSError(e.errno, f"cannot create folder {path.parent} for {path.name}: {e.strerror}; "
+                                       "choose a writable location (or move the file in its way), then rerun") from e
+    # the temporary name ends in '.tmp' (not the target's suffix): a file left by a killed process is never read as data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
         save_fn(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:   # disk full, read-only, quota: say which file and what to do
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}; free disk space or choose a writable "
+                                   "location, then rerun (files already written are kept)") from e
         raise
     return path
 

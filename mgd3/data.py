@@ -66,6 +66,10 @@ class DatasetSpec:
                              f"{len(self.wnids)}, {len(self.class_ids)}, {len(self.class_names)}")
         if len(set(self.wnids)) != len(self.wnids):
             raise ValueError(f"dataset {self.name!r} lists a class twice; remove the duplicate wnids")
+        bad = [w for w in self.wnids if not isinstance(w, str) or w in ('', '.', '..') or '/' in w or '\\' in w]
+        if bad:   # class names become file and folder names: they must not escape the run's folders
+            raise ValueError(f"dataset {self.name!r} has class names {bad[:5]} that are not plain folder names; rename "
+                             "them (no '/', '\\', '.' or '..')")
         object.__setattr__(self, 'num_classes', len(self.wnids))
 
 DATASETS: dict[str, Callable[[], DatasetSpec]] = {}
@@ -383,7 +387,7 @@ def validate_dataset(spec:str|DatasetSpec, # dataset name or spec
                               f"{rep.missing[split][:5]}; add them under {d}/ or choose a dataset whose classes you have")
         few = [w for w, n in rep.counts[split].items() if n < min_per_class]
         if few: rep.errors.append(f"{split}: {len(few)} classes have fewer than {min_per_class} images, e.g. "
-                                  f"{[(w, rep.counts[split][w]) for w in few[:5]]}")
+                                  f"{[(w, rep.counts[split][w]) for w in few[:5]]}; add images to them or lower ipc")
         big = max(rep.counts[split].values(), default=0)
         if rep.source == 'imagenet' and big > _IMAGENET_MAX.get(split, 10**9):
             rep.source = 'not-imagenet1k'

@@ -71,11 +71,11 @@ class DistillConfig:
     def check(self) -> None:
         "Raise a ValueError naming each bad parameter and its fix."
         from mgd3.modes import list_mode_methods
-        if not isinstance(self.ipc, int) or self.ipc < 1: raise ValueError(f"ipc must be a positive int, got {self.ipc!r}")
+        if not isinstance(self.ipc, int) or self.ipc < 1: raise ValueError(f"ipc must be a positive int, got {self.ipc!r}; pass ipc >= 1 (images per class)")
         if not self.seeds: raise ValueError("seeds is empty: pass at least one generation seed, e.g. seeds=[0]")
-        if self.mode_guidance_scale < 0: raise ValueError(f"mode_guidance_scale (λ) must be >= 0, got {self.mode_guidance_scale}")
+        if self.mode_guidance_scale < 0: raise ValueError(f"mode_guidance_scale (λ) must be >= 0, got {self.mode_guidance_scale}; pass 0 (no mode guidance) or e.g. the paper's 0.1")
         if not 0 <= self.stop_t <= self.num_inference_steps:
-            raise ValueError(f"stop_t={self.stop_t} is outside [0, num_inference_steps={self.num_inference_steps}]")
+            raise ValueError(f"stop_t={self.stop_t} is outside [0, num_inference_steps={self.num_inference_steps}]; pass a step index in that range (the paper: 25 of 50)")
         if self.sampler not in SAMPLERS: raise ValueError(f"unknown sampler {self.sampler!r}; use one of {SAMPLERS}")
         if self.protocol not in ('hard', 'soft'): raise ValueError(f"unknown protocol {self.protocol!r}; use 'hard' or 'soft'")
         bad = [m for m in self.methods if m not in ALL_METHODS]
@@ -190,7 +190,11 @@ def distill(**params) -> DistillResult:
         cache = cache_latents(bb.vae, spec, cfg.data_root, out/'latents', image_size=bb.image_size, sample=text)
     with run.stage('modes'):
         mpath = out/'modes.safetensors'
-        if mpath.exists(): modes = ModeSet.load(mpath)
+        if mpath.exists():
+            modes = ModeSet.load(mpath)
+            if modes.meta.get('cache_key') != cache.key:   # another VAE or other data: never reuse silently
+                raise ValueError(f"{mpath} was made from another latent cache (the VAE or the data changed); "
+                                 "pass another out_dir, or delete that folder to start over")
         else:
             modes = discover_modes_cached(cache, cfg.ipc, method=cfg.mode_method, seed=0)
             modes.save(mpath)

@@ -27,7 +27,7 @@ def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, 
     "An `AutoencoderKL` in eval mode from a folder or hub id."
     from diffusers import AutoencoderKL
     kw = {'subfolder': subfolder} if subfolder else {}
-    try: vae = AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, **kw)
+    try: vae = AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, use_safetensors=True, **kw)
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"cannot load an AutoencoderKL from {name_or_path!r} ({type(e).__name__}); pass a diffusers "
                                 "VAE folder (with config.json), subfolder='vae' for a pipeline folder, or a hub id such "

@@ -76,6 +76,15 @@ class ModeSet:
     method: str # the registered method that found them
     seed: int # its random_state
     meta: dict = field(default_factory=dict) # anything else worth keeping (dataset, VAE identity, ...)
+    def __post_init__(self):
+        c, s, k = (tuple(getattr(self, n).shape) if torch.is_tensor(getattr(self, n)) else None
+                   for n in ('centroids', 'sizes', 'closest'))
+        if c is None or len(c) < 3:
+            raise ValueError(f"ModeSet centroids must be a tensor [C, ipc, *latent_shape], got shape {c}; build a ModeSet "
+                             "with discover_modes or ModeSet.load")
+        if s != c[:2] or k is None or len(k) != 2 or k[1] != c[1]:
+            raise ValueError(f"ModeSet sizes {s} must have shape [C, ipc] = {c[:2]} and closest {k} shape [*, ipc] like "
+                             "the centroids; build a ModeSet with discover_modes or ModeSet.load")
     @property
     def num_classes(self) -> int: return self.centroids.shape[0]
     @property
@@ -100,7 +109,7 @@ def _class_modes(x, ipc, method, seed, kw):
 
 def _check(method, counts, ipc, class_names):
     if method not in MODE_METHODS: raise ValueError(f"unknown mode method {method!r}; use one of {list_mode_methods()}")
-    if ipc < 1: raise ValueError(f"ipc must be at least 1, got {ipc}")
+    if ipc < 1: raise ValueError(f"ipc must be at least 1, got {ipc}; pass ipc >= 1 (modes per class)")
     small = [(c, int(n)) for c, n in enumerate(counts) if n < ipc]
     if small:
         c, n = small[0]; name = f" ({class_names[c]})" if class_names is not None else ''

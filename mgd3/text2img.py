@@ -91,11 +91,12 @@ def load_text_backbone(name_or_path:str|Path, # a StableDiffusionPipeline folder
     prompts = tuple(prompts or class_names)
     if len(prompts) != len(class_names): raise ValueError(f"got {len(prompts)} prompts for {len(class_names)} classes")
     tok = CLIPTokenizer.from_pretrained(folder, subfolder='tokenizer')
-    te = CLIPTextModel.from_pretrained(folder, subfolder='text_encoder').eval()
+    te = CLIPTextModel.from_pretrained(folder, subfolder='text_encoder', use_safetensors=True).eval()
     table = encode_prompts(tok, te, list(prompts) + [''])
     del te
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder='unet', torch_dtype=dtype).to(device).eval()
-    vae = AutoencoderKL.from_pretrained(folder, subfolder='vae', torch_dtype=dtype).to(device).eval()
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder='unet', torch_dtype=dtype,
+                                                use_safetensors=True).to(device).eval()
+    vae = AutoencoderKL.from_pretrained(folder, subfolder='vae', torch_dtype=dtype, use_safetensors=True).to(device).eval()
     scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(folder, subfolder='scheduler'), clip_sample=False,
                                           variance_type='fixed_small', prediction_type='epsilon')
     for m in (unet, vae): m.requires_grad_(False)

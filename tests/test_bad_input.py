@@ -1,0 +1,230 @@
+"""Issue 8's bad-input table (docs/bad_input.md, one row per case): each bad input to the public API raises an error
+of the expected type, raised by mgd3's own validation (not deep inside torch), whose message names the problem and a
+fix, and overwrites no existing file."""
+import hashlib, re, shutil, traceback
+from pathlib import Path
+import numpy as np, pytest, torch
+from PIL import Image
+import mgd3
+from _tiny_mnist import tiny_mnist_pipeline, TINY_RUN
+
+FIX = re.compile(r"\b(pass|use|rename|delete|choose|run|add|lower|remove|re-save|reinstall|free|index|build)\b|valid (names|ones)")
+
+class W:
+    "The shared workspace: a tiny mnist-shaped pipeline, a tiny 2-class ImageFolder and a per-row folder."
+    def __init__(self, base):
+        self.pipe = tiny_mnist_pipeline(base / 'pipe')
+        self.root = base / 'tinyset'
+        for split, n in (('train', 4), ('val', 2)):
+            for c, name in enumerate(('a', 'b')):
+                for i in range(n):
+                    arr = np.random.default_rng(10 * c + i).integers(0, 256, (32, 32), dtype=np.uint8)
+                    p = self.root / split / name / f'{i}.png'; p.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(arr).save(p)
+        self.spec = mgd3.folder_spec(self.root, name='rel-tiny', image_size=32, channels=1)
+        self._bb = None
+        self.tmp = None   # set per row
+    @property
+    def bb(self):
+        if self._bb is None: self._bb = mgd3.load_backbone(self.pipe, device='cpu')
+        return self._bb
+    def copy_root(self):
+        dst = self.tmp / 'root'; shutil.copytree(self.root, dst); return dst
+
+@pytest.fixture(scope='module')
+def ws(tmp_path_factory):
+    w = W(tmp_path_factory.mktemp('badinput'))
+    mgd3.register_dataset('rel-tiny')(lambda: w.spec)
+    yield w
+    mgd3.DATASETS.pop('rel-tiny', None)
+
+def _run_cfg(w, **kw): return dict(TINY_RUN, backbone=str(w.pipe), out_dir=str(w.tmp / 'run'), **kw)
+
+# ---- setups: each makes the bad input under w.tmp and returns the call that must fail ----
+def _root_without_train(w):
+    r = w.tmp / 'flat'; (r / 'images').mkdir(parents=True)
+    return lambda: mgd3.validate_dataset(w.spec, r).raise_if_invalid()
+
+def _loose_images(w):
+    r = w.copy_root(); shutil.copy(r / 'train' / 'a' / '0.png', r / 'train' / 'stray.png')
+    return lambda: mgd3.validate_dataset(w.spec, r).raise_if_invalid()
+
+def _missing_class(w):
+    r = w.copy_root(); shutil.rmtree(r / 'val' / 'b')
+    return lambda: mgd3.validate_dataset(w.spec, r).raise_if_invalid()
+
+def _few_images_validate(w):
+    r = w.copy_root()
+    return lambda: mgd3.validate_dataset(w.spec, r, min_per_class=5).raise_if_invalid()
+
+def _few_images_modes(w):
+    z = torch.randn(7, 4, 8, 8); y = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    return lambda: mgd3.discover_modes(z, y, ipc=4, class_names=['a', 'b'])
+
+def _corrupt_image(w):
+    p = w.tmp / 'bad.png'; p.write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 20)   # a truncated PNG
+    return lambda: mgd3.load_image(p, 32, 1)
+
+def _class_of_non_images(w):
+    r = w.copy_root()
+    for f in (r / 'train' / 'b').iterdir(): f.unlink()
+    (r / 'train' / 'b' / 'notes.txt').write_text('not an image')           # ignored (no image extension)
+    (r / 'train' / 'b' / 'photo.jpg').write_text('a text file named .jpg')   # unreadable: skipped with a warning
+    (r / 'train' / 'b' / 'cut.png').write_bytes((w.root / 'train' / 'b' / '0.png').read_bytes()[:60])  # truncated
+    return lambda: mgd3.cache_latents(w.bb.vae, w.spec, r, w.tmp / 'cache', progress=False)
+
+def _modes_from_another_vae(w):
+    from diffusers import AutoencoderKL
+    pipe_b = w.tmp / 'pipe_b'; shutil.copytree(w.pipe, pipe_b)
+    torch.manual_seed(1)   # same architecture, other weights: another VAE under the same backbone path
+    AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8, 16, 16), down_block_types=('DownEncoderBlock2D',) * 3,
+                  up_block_types=('UpDecoderBlock2D',) * 3, latent_channels=4, norm_num_groups=4,
+                  layers_per_block=1).save_pretrained(pipe_b / 'vae')
+    params = dict(_run_cfg(w, dataset='rel-tiny', data_root=str(w.root), methods=('mgd3',)), backbone=str(pipe_b))
+    out = Path(params['out_dir'])
+    mgd3.open_run(mgd3.DistillConfig(**params).resolved())
+    cache = mgd3.cache_latents(w.bb.vae, w.spec, w.root, out / 'latents', progress=False)   # made with VAE A
+    mgd3.discover_modes_cached(cache, 2).save(out / 'modes.safetensors')
+    return lambda: mgd3.distill(**params)
+
+def _other_config(w):
+    mgd3.open_run(mgd3.DistillConfig(**_run_cfg(w)).resolved())
+    return lambda: mgd3.distill(**_run_cfg(w, ipc=3) | {'ipc': 3})
+
+def _corrupt_manifest(w):
+    (w.tmp / 'run').mkdir(); (w.tmp / 'run' / 'manifest.json').write_text('{"config": {"ipc": 2')
+    return lambda: mgd3.distill(**_run_cfg(w))
+
+def _unwritable_out_dir(w):
+    (w.tmp / 'a_file').write_text('I am a file, not a folder')   # as root, chmod cannot make a folder unwritable
+    return lambda: mgd3.distill(**_run_cfg(w) | {'out_dir': str(w.tmp / 'a_file' / 'run')})
+
+def _backbone_without(part):
+    def setup(w):
+        b = w.tmp / 'bb'; shutil.copytree(w.pipe, b); shutil.rmtree(b / part)
+        return lambda: mgd3.load_backbone(b, device='cpu')
+    return setup
+
+def _backbone_pickle_weights(w):
+    b = w.tmp / 'bb'; shutil.copytree(w.pipe, b)
+    for f in (b / 'transformer').glob('*.safetensors'): f.rename(f.with_suffix('.bin'))
+    return lambda: mgd3.load_backbone(b, device='cpu')
+
+def _generate_bad_modes(w):
+    return lambda: mgd3.generate(w.bb, [1, 2], seeds=[0, 1], modes=torch.zeros(2, 4, 16, 16), stop_t=2,
+                                 num_inference_steps=4, progress=False)
+
+def _check(**kw): return lambda w: (lambda: mgd3.DistillConfig(**_run_cfg(w, **kw) | kw).resolved().check())
+
+ROWS = [  # (id, what is wrong, setup(w) -> call, exception, regex naming the problem)
+    ('unknown-dataset', 'unknown dataset name', lambda w: (lambda: mgd3.dataset_spec('mnist6k')),
+     ValueError, r"unknown dataset 'mnist6k'.*folder_spec"),
+    ('unknown-dataset-distill', 'unknown dataset given to distill', lambda w: (lambda: mgd3.distill(**_run_cfg(w) | {'dataset': 'cifar11'})),
+     ValueError, r"unknown dataset 'cifar11'"),
+    ('no-data-root', 'an ImageNet subset without data_root', _check(dataset='imagenette'),
+     ValueError, r"needs data_root"),
+    ('missing-data-root', 'data_root that does not exist',
+     lambda w: (lambda: mgd3.cache_latents(w.bb.vae, w.spec, w.tmp / 'nope', w.tmp / 'cache', progress=False)),
+     FileNotFoundError, r"dataset root .*nope does not exist"),
+    ('no-train-folder', 'data_root without train/', _root_without_train, ValueError, r"has no train/ folder"),
+    ('loose-images', 'images directly in train/, not in class folders', _loose_images, ValueError, r"holds 1 images directly"),
+    ('missing-class', 'a class folder missing', _missing_class, ValueError, r"val: 1 of 2 class folders missing"),
+    ('few-images-validate', 'a class with fewer images than IPC (validate_dataset)', _few_images_validate,
+     ValueError, r"2 classes have fewer than 5 images"),
+    ('few-images-modes', 'a class with fewer images than IPC (mode discovery)', _few_images_modes,
+     ValueError, r"class 1 \(b\) has 3 images but ipc=4"),
+    ('corrupt-image', 'a corrupt (truncated) PNG', _corrupt_image, mgd3.UnreadableImageError, r"cannot read image .*bad\.png"),
+    ('non-image-class', 'a class of only non-image / corrupt files', _class_of_non_images,
+     ValueError, r"class 1 \(b\) .* has no readable images"),
+    ('ipc-zero', 'ipc = 0', _check(ipc=0), ValueError, r"ipc must be a positive int, got 0"),
+    ('ipc-negative-modes', 'ipc < 0 for mode discovery',
+     lambda w: (lambda: mgd3.discover_modes(torch.randn(6, 4, 8, 8), torch.tensor([0, 0, 0, 1, 1, 1]), ipc=-1)),
+     ValueError, r"ipc must be at least 1, got -1"),
+    ('no-seeds', 'empty seed list', _check(seeds=[]), ValueError, r"seeds is empty"),
+    ('lambda-negative', 'λ < 0', _check(mode_guidance_scale=-0.1), ValueError, r"mode_guidance_scale \(λ\) must be >= 0, got -0.1"),
+    ('stop-t-high', 't_stop > num_inference_steps', _check(stop_t=60), ValueError, r"stop_t=60 is outside \[0, num_inference_steps=4\]"),
+    ('stop-t-negative', 't_stop < 0', _check(stop_t=-1), ValueError, r"stop_t=-1 is outside"),
+    ('modeset-flat', 'ModeSet centroids without a latent shape',
+     lambda w: (lambda: mgd3.ModeSet(torch.zeros(10, 2), torch.zeros(10, 2), torch.zeros(10, 2), 'kmeans', 0)),
+     ValueError, r"centroids must be a tensor \[C, ipc, \*latent_shape\], got shape \(10, 2\)"),
+    ('modeset-sizes', 'ModeSet sizes not [C, ipc]',
+     lambda w: (lambda: mgd3.ModeSet(torch.zeros(10, 2, 4, 8, 8), torch.zeros(10, 3), torch.zeros(10, 2), 'kmeans', 0)),
+     ValueError, r"sizes \(10, 3\) must have shape \[C, ipc\] = \(10, 2\)"),
+    ('generate-modes-shape', 'modes of the wrong latent shape passed to generate', _generate_bad_modes,
+     ValueError, r"modes has shape \(2, 4, 16, 16\); expected one latent per image, \(2, 4, 8, 8\)"),
+    ('modes-other-vae', 'modes made from another VAE in the run folder', _modes_from_another_vae,
+     ValueError, r"modes\.safetensors was made from another latent cache"),
+    ('out-dir-other-config', 'out_dir holding a run with another config', _other_config,
+     ValueError, r"holds a run with another config \(differs in \['ipc'\]\)"),
+    ('out-dir-corrupt-manifest', 'out_dir with a corrupt manifest.json', _corrupt_manifest,
+     ValueError, r"manifest\.json is not valid JSON"),
+    ('out-dir-unwritable', 'unwritable out_dir (its parent is a file)', _unwritable_out_dir,
+     OSError, r"cannot create out_dir .*a_file/run: Not a directory"),
+    ('unknown-evalnet', 'unknown evaluation network', lambda w: (lambda: mgd3.create_evalnet('vit_huge', 10, 32)),
+     ValueError, r"unknown evaluation network 'vit_huge'"),
+    ('unknown-evalnet-evaluate', 'unknown net given to evaluate',
+     lambda w: (lambda: mgd3.evaluate((torch.zeros(4, 1, 32, 32, dtype=torch.uint8), torch.tensor([0, 0, 1, 1])),
+                                      (torch.zeros(2, 1, 32, 32, dtype=torch.uint8), torch.tensor([0, 1])),
+                                      net='vit_huge', preset='quick', epochs=1, device='cpu')),
+     ValueError, r"unknown evaluation network 'vit_huge'"),
+    ('unknown-evalnet-config', 'unknown net in the run config', _check(nets=['convnet3', 'vgg99']),
+     ValueError, r"unknown evaluation nets \['vgg99'\]"),
+    ('backbone-no-scheduler', 'backbone folder without scheduler/', _backbone_without('scheduler'),
+     FileNotFoundError, r"has no scheduler/ folder"),
+    ('backbone-no-vae', 'backbone folder without vae/', _backbone_without('vae'), FileNotFoundError, r"has no vae/ folder"),
+    ('backbone-pickle-weights', 'backbone weights only as a pickled .bin', _backbone_pickle_weights,
+     FileNotFoundError, r"transformer lacks its \*\.safetensors weights"),
+    ('backbone-missing', 'backbone path that does not exist', lambda w: (lambda: mgd3.load_backbone(w.tmp / 'nothing')),
+     FileNotFoundError, r"no backbone folder"),
+]
+
+def _snapshot(*roots):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for r in roots for p in Path(r).rglob('*') if p.is_file()}
+
+@pytest.mark.parametrize('row', ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input(row, ws, tmp_path):
+    _, what, setup, exc, pattern = row
+    ws.tmp = tmp_path
+    call = setup(ws)
+    before = _snapshot(tmp_path, ws.pipe, ws.root)
+    with pytest.warns() if row[0] == 'non-image-class' else _nothing():
+        with pytest.raises(exc) as info:
+            call()
+    msg = str(info.value)
+    assert re.search(pattern, msg, re.S), f"{what}: message does not name the problem: {msg}"
+    assert FIX.search(msg), f"{what}: message names no fix: {msg}"
+    inner = traceback.extract_tb(info.tb)[-1].filename
+    assert '/mgd3/' in inner.replace('\\', '/'), f"{what}: raised deep inside {inner}, not by mgd3's validation"
+    after = _snapshot(tmp_path, ws.pipe, ws.root)
+    changed = [p for p, h in before.items() if after.get(p) != h]
+    # distill records the seconds of the stages it ran in manifest.json (bookkeeping, not data)
+    allowed = {Path(tmp_path / 'run' / 'manifest.json')} if row[0] == 'modes-other-vae' else set()
+    assert not set(changed) - allowed, f"{what}: overwrote or removed {changed}"
+
+class _nothing:
+    def __enter__(self): return self
+    def __exit__(self, *a): return False
+
+def test_table_is_large_enough():
+    assert len(ROWS) >= 15 and len({r[0] for r in ROWS}) == len(ROWS)
+
+def test_cache_from_another_vae_is_not_reused(ws, tmp_path):
+    "A latent cache made with VAE A is never read for VAE B: another key, another folder, all classes re-encoded."
+    from diffusers import AutoencoderKL
+    vae_a = ws.bb.vae
+    torch.manual_seed(1)
+    vae_b = AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8, 16, 16),
+                          down_block_types=('DownEncoderBlock2D',) * 3, up_block_types=('UpDecoderBlock2D',) * 3,
+                          latent_channels=4, norm_num_groups=4, layers_per_block=1).eval()
+    a = mgd3.cache_latents(vae_a, ws.spec, ws.root, tmp_path, progress=False)
+    shards_a = _snapshot(a.folder)
+    b = mgd3.cache_latents(vae_b, ws.spec, ws.root, tmp_path, progress=False)
+    assert a.key['vae'] != b.key['vae'] and a.folder != b.folder and b.fresh == (0, 1)
+    assert not torch.equal(a.load().latents, b.load().latents)
+    assert _snapshot(a.folder) == shards_a                     # A's shards untouched
+    # a shard of A copied into B's folder is detected by its key and re-encoded, not read
+    shutil.copy(a.shard_path(0), b.shard_path(0))
+    b2 = mgd3.cache_latents(vae_b, ws.spec, ws.root, tmp_path, progress=False)
+    assert b2.fresh == (0,) and torch.equal(b2.load().latents, b.load().latents)
+    # and the same VAE again reuses its cache (nothing re-encoded)
+    assert mgd3.cache_latents(vae_a, ws.spec, ws.root, tmp_path, progress=False).fresh == ()
