@@ -236,7 +236,8 @@ def distill(**params) -> DistillResult:
                     bar.set_postfix_str(f'{method} seed {gen_seed} {net}'); bar.update()
                     if path.exists(): continue
                     r = evaluate(str(image_dir(out, method, gen_seed)), test, net=net, protocol=cfg.protocol,
-                                 preset=preset, epochs=cfg.epochs, seed=train_seed, generation_seed=gen_seed,
+                                 preset=preset, epochs=cfg.epochs, seed=train_seed,
+                                 generation_seed=None if method in SEEDLESS else gen_seed,
                                  teacher=cfg.teacher if cfg.protocol == 'soft' else None, device=dev)
                     save_json(path, asdict(r))
     bar.close()
