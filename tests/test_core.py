@@ -68,10 +68,10 @@ def test_manifest_stage_saves_even_on_error(tmp_path):
     assert d['versions']['torch'] and d['versions']['python']
 
 def test_unwritable_folder_is_a_clear_error(tmp_path):
-    if os.geteuid() == 0: pytest.skip('root can write anywhere; the permission check is meaningless')
-    ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
-    with pytest.raises(OSError):
-        save_json(ro / 'x' / 'a.json', {})
+    (tmp_path / 'file').write_text('x')   # a regular file where a folder must go: unwritable even for root
+    with pytest.raises(OSError, match='cannot create folder'):
+        save_json(tmp_path / 'file' / 'x' / 'a.json', {})
+    assert (tmp_path / 'file').read_text() == 'x'
 
 def test_precision_choice():
     assert pick_dtype('bf16', 'cpu') == torch.bfloat16
