@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from .core import Manifest, item_seed, load_json, save_json, atomic_save, pick_device
+from .core import Manifest, item_seed, load_json, save_json, atomic_save, pick_device, device_info, load_tensors
 from .data import dataset_spec, load_split, class_files, load_image, split_dir
 from .latents import cache_latents
-from .modes import ModeSet, discover_modes_cached, plot_modes
+from .modes import ModeSet, discover_modes_cached, plot_modes, list_mode_methods
 from .backbone import load_backbone
 from .sampler import ImageJob, generate_to_folder, write_images, SAMPLERS
-from .evaluate import evaluate, EvalResult, summarize_results
+from .evaluate import evaluate, EvalResult, summarize_results, load_image_folder
 from .evalnets import list_evalnets, load_teacher
 from .metrics import select_random_real, select_herding, distillation_metrics, plot_tsne
 
@@ -70,7 +70,6 @@ class DistillConfig:
 
     def check(self) -> None:
         "Raise a ValueError naming each bad parameter and its fix."
-        from mgd3.modes import list_mode_methods
         if not isinstance(self.ipc, int) or self.ipc < 1: raise ValueError(f"ipc must be a positive int, got {self.ipc!r}; pass ipc >= 1 (images per class)")
         if not self.seeds: raise ValueError("seeds is empty: pass at least one generation seed, e.g. seeds=[0]")
         if self.mode_guidance_scale < 0: raise ValueError(f"mode_guidance_scale (λ) must be >= 0, got {self.mode_guidance_scale}; pass 0 (no mode guidance) or e.g. the paper's 0.1")
@@ -109,7 +108,7 @@ def open_run(cfg:DistillConfig) -> Manifest:
         return m
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise OSError(f"cannot create out_dir {out}: {e.strerror}; pass a writable out_dir") from e
-    m = Manifest(path, config=want, device=__import__('mgd3.core', fromlist=['device_info']).device_info(cfg.device))
+    m = Manifest(path, config=want, device=device_info(cfg.device))
     m.extra.update(seeds={'generation': list(cfg.seeds), 'training': 0,
                           'image_noise': "item_seed(generation_seed, class_index, k, 'noise')"}, images={})
     m.save()
@@ -130,7 +129,6 @@ def real_images(cache, # the run's LatentCache (its shards map rows to files)
                 image_size:int, # resolution (the backbone's)
                ) -> torch.Tensor:
     "uint8 images `[len(rows), C, S, S]` of the given latent-cache rows."
-    from mgd3.core import load_tensors
     spec, counts = cache.spec, cache.counts()
     starts = np.cumsum([0] + counts[:-1])
     rows = torch.as_tensor(rows).long()
@@ -268,7 +266,6 @@ def compute_metrics(cfg:DistillConfig, spec, cache, bb, modes, device) -> tuple[
             if real_feats is None: real_feats = teacher.features(real)
             reps = []
             for i, (g, _) in enumerate(_eval_runs(cfg, method)):
-                from mgd3.evaluate import load_image_folder
                 syn = load_image_folder(image_dir(out, method, g), classes=list(spec.wnids))
                 rep = distillation_metrics(real_feats, lat.labels, teacher.features(syn.images), syn.labels,
                                            feature_space=f"teacher {cfg.teacher} penultimate features",
@@ -363,7 +360,6 @@ def _save_fig(fig, path):
 def plot_samples(out_dir, spec, seed:int, methods=('mgd3', 'unguided'), classes=None, max_k:int=10):
     "Per class, each method's images for the same generation seed side by side (rows: class × method)."
     import matplotlib.pyplot as plt
-    from mgd3.evaluate import load_image_folder
     sets = {m: load_image_folder(image_dir(out_dir, m, seed), classes=list(spec.wnids)) for m in methods}
     classes = list(range(min(5, spec.num_classes))) if classes is None else classes
     k = min(max_k, int(torch.bincount(next(iter(sets.values())).labels).max()))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
+from .backbone import ASSETS_DIR
 from .core import pick_device, load_tensors, save_tensors, save_json, load_json
 
 # %% auto #0
@@ -140,8 +141,7 @@ def penultimate_features(net:nn.Module, # a network with timm's `forward_feature
     return torch.cat(out) if out else torch.zeros(0, getattr(net, 'num_features', 0))
 
 # %% ../nbs/07_evalnets.ipynb #d3f7c97a
-import mgd3
-ASSETS = Path(mgd3.__file__).parent / 'assets'  # the embedded teachers
+ASSETS = ASSETS_DIR  # the packaged weights folder (mgd3.backbone), holding the embedded teachers
 EMBEDDED_TEACHERS = {'mnist5k': 'teacher-mnist5k'}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
