@@ -16,7 +16,7 @@ from .latents import cache_latents
 from .modes import ModeSet, discover_modes_cached, plot_modes, list_mode_methods
 from .backbone import load_backbone
 from .sampler import ImageJob, generate_to_folder, write_images, SAMPLERS
-from .evaluate import evaluate, EvalResult, summarize_results, load_image_folder
+from .evaluate import evaluate, EvalResult, summarize_results, load_image_folder, get_eval_config
 from .evalnets import list_evalnets, load_teacher
 from .metrics import select_random_real, select_herding, distillation_metrics, plot_tsne
 
@@ -157,9 +157,10 @@ def _jobs(spec, modes, seed, label_ids):
     return [ImageJob(spec.wnids[c], k, int(label_ids[c]), item_seed(seed, c, k, 'noise'))
             for c in range(spec.num_classes) for k in range(modes.ipc)]
 
-def _test_set(spec, root, image_size):
+def _test_set(spec, root, preset):
+    "The real test split, decoded once for all evaluations (ImageNet: val/ at the preset's size, sorted-wnid labels)."
     if spec.embedded: return load_split(spec, split='test')
-    return str(split_dir(root, 'val'))
+    return load_image_folder(split_dir(root, 'val'), get_eval_config(preset).image_size, sorted(spec.wnids))
 
 def _eval_runs(cfg, method):
     "(generation seed, training seed) pairs evaluated for a method."
@@ -182,7 +183,7 @@ def distill(**params) -> DistillResult:
     spec, dev = dataset_spec(cfg.dataset), pick_device(cfg.device)
     seeds = cfg.seeds[:1] if cfg.quick else cfg.seeds
     with run.stage('load'): bb = load_run_backbone(cfg, spec, dev)
-    text = bb.__class__.__name__ == 'TextBackbone'
+    text = cfg.backbone.startswith('sd:')
     label_ids = spec.class_ids if bb.num_classes > spec.num_classes else list(range(spec.num_classes))
     with run.stage('encode'):   # SD's modes come from sampled latents (digest §6), DiT's from posterior means
         cache = cache_latents(bb.vae, spec, cfg.data_root, out/'latents', image_size=bb.image_size, sample=text)
@@ -223,8 +224,8 @@ def distill(**params) -> DistillResult:
                 save_json(folder/'done.json', {'rows': rows.tolist()})
     run.extra['images'] = {str(p.relative_to(out)): sha256_file(p) for p in sorted((out/'images').rglob('*.png'))}
     run.save()
-    test = _test_set(spec, cfg.data_root, bb.image_size)
     preset = 'quick' if cfg.quick else ('mnist5k' if spec.embedded else 'imagenet')
+    test = _test_set(spec, cfg.data_root, preset)
     bar = tqdm(total=sum(len(_eval_runs(cfg, m)) for m in cfg.methods) * len(cfg.nets), desc='evaluate', unit='run')
     for method in cfg.methods:
         with run.stage(f'evaluate/{method}'):
