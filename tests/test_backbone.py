@@ -59,4 +59,4 @@ def test_missing_parts_and_offline_hub_explain_the_fix(tmp_path):
 
 def test_registry_knows_the_paper_backbone():
     assert {'tiny-mnist', 'dit-xl-2-256'} <= set(list_backbones())
-    assert BACKBONES['dit-xl-2-256'] == {'source': 'facebook/DiT-XL-2-256', 'vae': 'stabilityai/sd-vae-ft-mse'}
+    assert BACKBONES['dit-xl-2-256']() == {'source': 'facebook/DiT-XL-2-256', 'vae': 'stabilityai/sd-vae-ft-mse'}
