@@ -6,17 +6,23 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_init.ipynb #411e6ecd
+# %% ../nbs/99_init.ipynb #ea0f300e
 from .core import *
 from .data import *
 from .latents import *
 from .modes import *
 from .backbone import *
+from .losses import *
 from .pretrain import *
 from .sampler import *
 from .text2img import *
+from .tiny_mnist import *
 from .evalnets import *
 from .evaluate import *
 from .metrics import *
+from .methods import *
+from .config import *
+from .run import *
 from .distill import *
+from .paper import *
 from .explore import *

@@ -114,7 +114,7 @@ def load_backbone(name_or_path:str|Path, # a registered name ('tiny-mnist'), a D
         source, vae = entry['source'], entry['vae'] if vae is None else vae
         if isinstance(source, Path) and not source.is_dir():
             raise FileNotFoundError(f"the registered backbone {name!r} should be at {source}, which does not exist; "
-                                    "reinstall mgd3, or rebuild it (`mgd3.pretrain.train_tiny_mnist(folder)`) and pass "
+                                    "reinstall mgd3, or rebuild it (`mgd3.tiny_mnist.train_tiny_mnist(folder)`) and pass "
                                     "that folder")
     else: source = name_or_path
     folder, dtype, device = _folder(source), dtype or torch.float32, pick_device(device)

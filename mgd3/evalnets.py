@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
-from .backbone import ASSETS_DIR
-from .core import pick_device, load_tensors, save_tensors, save_json, load_json
+from .core import ASSETS_DIR, pick_device, load_tensors, save_tensors, save_json, load_json
 
 # %% auto #0
 __all__ = ['EVALNETS', 'ASSETS', 'EMBEDDED_TEACHERS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'register_evalnet', 'list_evalnets',

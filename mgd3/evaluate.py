@@ -12,58 +12,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import pick_device
+from .data import ImageSet, load_image_folder
 from .evalnets import create_evalnet, Teacher, IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
-__all__ = ['IDC_EPOCHS', 'EVAL_PRESETS', 'ImageSet', 'load_image_folder', 'as_image_set', 'check_image_sets', 'cpu_single_thread',
-           'augment_batch', 'normalize_batch', 'CutMixBatch', 'cutmix', 'mixed_targets', 'EvalConfig',
-           'get_eval_config', 'epochs_for', 'EvalResult', 'EvalSummary', 'summarize_results', 'top1_accuracy',
-           'train_and_eval', 'evaluate', 'train_teacher']
+__all__ = ['IDC_EPOCHS', 'EVAL_PRESETS', 'as_image_set', 'check_image_sets', 'cpu_single_thread', 'augment_batch',
+           'normalize_batch', 'CutMixBatch', 'cutmix', 'mixed_targets', 'EvalConfig', 'get_eval_config', 'epochs_for',
+           'EvalResult', 'EvalSummary', 'summarize_results', 'top1_accuracy', 'train_and_eval', 'evaluate',
+           'train_teacher']
 
 # %% ../nbs/08_evaluate.ipynb #9f09f04b
-@dataclass
-class ImageSet:
-    "uint8 images `[N, C, H, W]`, int64 labels `[N]`, and the class names when read from a folder."
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]|None = None
-
-def _resize_center_crop(img:torch.Tensor, size:int) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    if (h, w) == (size, size): return img
-    s = size / min(h, w)
-    img = F.interpolate(img[None].float(), size=(max(size, round(h * s)), max(size, round(w * s))), mode='bilinear',
-                        antialias=True, align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
-    top, left = (img.shape[-2] - size) // 2, (img.shape[-1] - size) // 2
-    return img[:, top:top + size, left:left + size]
-
-def load_image_folder(root:str|Path, # an ImageFolder: root/<class>/<image>
-                      image_size:int|None=None, # resize + centre-crop every image to this; None keeps a common native size
-                      classes:list[str]|None=None, # read only these class folders, labelled in this order
-                     ) -> ImageSet:
-    "Decode an ImageFolder once into one uint8 tensor (RGB, or gray if the first image is gray)."
-    from torchvision.datasets import ImageFolder
-    from PIL import Image
-    root = Path(root)
-    if not root.is_dir(): raise FileNotFoundError(f"{root} is not a folder; pass an ImageFolder path (root/<class>/<image>) or (images, labels) tensors")
-    try: ds = ImageFolder(str(root))
-    except FileNotFoundError as e: raise FileNotFoundError(f"{root}: {e}; every class folder needs at least one image") from e
-    names = classes if classes is not None else ds.classes
-    missing = [c for c in names if c not in ds.class_to_idx]
-    if missing: raise ValueError(f"{root} lacks class folders {missing[:5]}; point it at a folder with the train set's classes")
-    keep = {ds.class_to_idx[c]: i for i, c in enumerate(names)}
-    samples = [(p, keep[y]) for p, y in ds.samples if y in keep]
-    mode = None; imgs = []
-    for p, _ in samples:
-        with Image.open(p) as im:
-            if mode is None: mode = 'L' if im.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F') else 'RGB'
-            arr = np.asarray(im.convert(mode))
-        imgs.append(torch.from_numpy(arr.copy()).view(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1))
-    if image_size is None and len({im.shape for im in imgs}) > 1:
-        raise ValueError(f"{root} holds images of different sizes; pass image_size= to resize them")
-    if image_size is not None: imgs = [_resize_center_crop(im, image_size) for im in imgs]
-    return ImageSet(torch.stack(imgs), torch.tensor([y for _, y in samples], dtype=torch.int64), list(names))
-
 def as_image_set(data, # (images, labels) tensors, an ImageSet, or an ImageFolder path
                  *, name:str='train', # used in error messages
                  image_size:int|None=None, # for folders: resize + centre-crop to this

@@ -134,7 +134,7 @@ def main(work:Path, pipe:str, chain:list[str], refs:list[str]):
     import torch, mgd3
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).parent))
-    from _tiny_mnist import TINY_RUN
+    from mgd3.testing import TINY_RUN
     params = lambda name: dict(TINY_RUN, backbone=pipe, out_dir=str(work / name), methods=('mode_discovery_only', 'mgd3'))
     t0 = time.time(); report = {'steps': []}
     refs = {n: start(params(n), 'none', work / f'{n}.log') for n in refs}   # uninterrupted, in parallel with the chain
@@ -166,7 +166,7 @@ import functools
 def fault_report(with_second_reference:bool=False) -> tuple[dict, Path]:
     "Run this script once per test session (and per option); returns (report, work folder)."
     import atexit, shutil, subprocess, tempfile
-    from _tiny_mnist import tiny_mnist_pipeline
+    from mgd3.testing import tiny_mnist_pipeline
     work = Path(tempfile.mkdtemp(prefix='mgd3-faults-')); atexit.register(shutil.rmtree, work, True)
     pipe = tiny_mnist_pipeline(work / 'pipe')
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'MPLBACKEND': 'Agg',

@@ -13,6 +13,6 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope='session')
 def tiny_mnist_pipeline(tmp_path_factory):
-    "A random DiTPipeline folder with tiny-mnist's shapes (see _tiny_mnist.py)."
-    from _tiny_mnist import tiny_mnist_pipeline
+    "A random DiTPipeline folder with tiny-mnist's shapes (see mgd3.testing)."
+    from mgd3.testing import tiny_mnist_pipeline
     return tiny_mnist_pipeline(tmp_path_factory.mktemp('tiny-mnist-random') / 'pipe')

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 import mgd3
-from _tiny_mnist import tiny_mnist_pipeline, TINY_RUN
+from mgd3.testing import tiny_mnist_pipeline, TINY_RUN
 
 FIX = re.compile(r"\b(pass|use|rename|delete|choose|run|add|lower|remove|re-save|reinstall|free|index|build)\b|valid (names|ones)")
 

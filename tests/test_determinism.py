@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest, torch
 import mgd3
 from mgd3.sampler import ImageJob, generate_to_folder
-from _tiny_mnist import tiny_mnist_pipeline
+from mgd3.testing import tiny_mnist_pipeline
 from _fault_runner import fault_report
 
 @pytest.fixture(scope='module')

@@ -1,4 +1,4 @@
-"""Issue 8, faults: a tiny embedded `distill()` (tests/_tiny_mnist.py) is SIGKILLed at seven points (during encoding,
+"""Issue 8, faults: a tiny embedded `distill()` (mgd3.testing) is SIGKILLed at seven points (during encoding,
 mode discovery, the writing of real and of generated PNGs, sampling, evaluation, and — from outside, by polling the
 run folder — during the metrics), hit by a disk-full error and by a file in the way of a class folder; after each
 fault every file left behind is whole, and the resumed run ends with the image hashes of an uninterrupted run.

@@ -6,8 +6,9 @@ import pytest, torch
 from diffusers import DiTPipeline
 from mgd3.backbone import ASSETS_DIR, load_backbone
 from mgd3.core import load_tensors
-from mgd3.pretrain import (VAEConfig, DiTConfig, train_vae, train_dit, save_backbone_folder, quick_sample,
-                           measure_tiny_mnist)
+from mgd3.pretrain import VAEConfig, DiTConfig, train_vae, train_dit, save_backbone_folder
+from mgd3.sampler import generate
+from mgd3.tiny_mnist import measure_tiny_mnist
 
 VCFG = VAEConfig(block_out_channels=(8, 16), norm_num_groups=4, steps=3, batch_size=6, checkpoint_every=2)
 DCFG = DiTConfig(num_layers=2, num_attention_heads=2, attention_head_dim=8, steps=3, batch_size=6, checkpoint_every=2)
@@ -47,8 +48,8 @@ def test_save_reload_gives_identical_outputs(trained, tmp_path):
     # diffusers reads the same folder, class names included
     pipe = DiTPipeline.from_pretrained(folder)
     assert pipe.labels == {'w': 0, 'x': 1, 'y': 2, 'z': 3}
-    g = lambda: torch.Generator().manual_seed(3)
-    assert torch.equal(quick_sample(bb, torch.tensor([1, 2]), 2.0, 3, g()), quick_sample(bb, torch.tensor([1, 2]), 2.0, 3, g()))
+    sample = lambda: generate(bb, [1, 2], seeds=[3, 3], guidance_scale=2.0, num_inference_steps=3, progress=False).images
+    assert torch.equal(sample(), sample())
 
 def test_resume_continues_exactly(toy, trained, tmp_path):
     vae, dit, _, dlog, ck = trained

@@ -99,7 +99,7 @@ def test_guided_step_matches_float64_reference(tiny):
                 on = tr(x, timestep=tt, class_labels=torch.full((3,), 1000)).sample.numpy()
                 eps, v = den(x, t, y)
                 guide = ModeGuidance(m, 0.1, 25)
-                ours = ddpm_guided_step(coefs, i, x, eps, v, modes=m if guide.active(i, 50) else None, lam=0.1,
+                ours = ddpm_guided_step(coefs, i, x, eps, v, modes=m if guide.active(i, 50) else None, mode_guidance_scale=0.1,
                                         noise=z).prev_sample.numpy()
             ref = _authors_step(ch, idx, x.numpy(), oc, on, m.numpy(), 0.1, 25, z.numpy())
             np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
@@ -147,7 +147,7 @@ def test_bad_input_is_a_clear_error(tiny):
         generate(bb, [1], modes=torch.zeros(1, 3, 8, 8), stop_t=2, **kw)
     with pytest.raises(ValueError, match='must be >= 0'):
         generate(bb, [1], modes=torch.zeros(1, 4, 8, 8), mode_guidance_scale=-0.1, stop_t=2, **kw)
-    with pytest.raises(ValueError, match=r'stop_t=5 is outside \[0, 4\]'):
+    with pytest.raises(ValueError, match=r'stop_t=5 is outside \[0, num_inference_steps=4\]'):
         generate(bb, [1], modes=torch.zeros(1, 4, 8, 8), stop_t=5, **kw)
     with pytest.raises(ValueError, match='outside the backbone'):
         generate(bb, [1000], **kw)
@@ -242,7 +242,7 @@ def test_tiny_mnist_latents_move_toward_their_modes_as_lambda_grows():
     d = list(raw.values())[:3]
     assert d[0] > d[1] > d[2], raw
     # with x̂₀ clamped to the real latents' range inside the guidance term, it falls over the whole sweep
-    clipped = distances(guidance_x0_clip=float(lat.abs().max()))
+    clipped = distances(x0_clip=float(lat.abs().max()))
     print('mean distance to the assigned mode, unclamped:', raw, 'clamped:', clipped)
     d = list(clipped.values())
     assert all(a > b for a, b in zip(d, d[1:])), clipped

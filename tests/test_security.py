@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest, torch
 import mgd3
 from mgd3.sampler import ImageJob
-from _tiny_mnist import tiny_mnist_pipeline, TINY_RUN
+from mgd3.testing import tiny_mnist_pipeline, TINY_RUN
 
 SRC = Path(mgd3.__file__).parent
 
