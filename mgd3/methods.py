@@ -13,10 +13,10 @@ from .sampler import ImageJob, SamplerSettings, generate_to_folder, write_images
 from .metrics import select_random_real, select_herding
 
 # %% auto #0
-__all__ = ['METHODS', 'Method', 'register_method', 'list_methods', 'get_method', 'MethodContext', 'write_real_set', 'random_real',
-           'mode_discovery_only', 'herding', 'generate_set', 'unguided', 'mgd3_no_stop', 'mgd3']
+__all__ = ['DISTILL_METHODS', 'Method', 'register_method', 'list_methods', 'get_method', 'MethodContext', 'write_real_set',
+           'random_real', 'mode_discovery_only', 'herding', 'generate_set', 'unguided', 'mgd3_no_stop', 'mgd3']
 
-# %% ../nbs/10_methods.ipynb #84d1565e
+# %% ../nbs/10_methods.ipynb #ab7567f3
 @dataclass(frozen=True)
 class Method:
     "A way to make a distilled set: `make(ctx, seed, folder)` writes it; `seeded`: one set per generation seed."
@@ -25,7 +25,7 @@ class Method:
     seeded: bool = True # depends on the generation seed (False: one set; evaluations vary the training seed)
     description: str = '' # one line for tables and --help
 
-METHODS = Registry('method')
+DISTILL_METHODS = Registry('method')   # name → Method
 
 def register_method(name:str, # the method's name
                     seeded:bool=True, # one set per generation seed?
@@ -33,17 +33,17 @@ def register_method(name:str, # the method's name
                    ):
     "Decorator registering `make(ctx, seed, folder)` as the method `name`."
     def deco(make:Callable) -> Callable:
-        METHODS.register(name)(Method(name, make, seeded, description or (make.__doc__ or '').strip()))
+        DISTILL_METHODS.register(name)(Method(name, make, seeded, description or (make.__doc__ or '').strip()))
         return make
     return deco
 
 def list_methods(filter:str='') -> list[str]: # fnmatch pattern, or a substring
     "Names of the registered methods matching `filter`."
-    return METHODS.list(filter)
+    return DISTILL_METHODS.list(filter)
 
 def get_method(name:str) -> Method:
     "The `Method` registered as `name`."
-    return METHODS.get(name)
+    return DISTILL_METHODS.get(name)
 
 # %% ../nbs/10_methods.ipynb #eeedbe4d
 @dataclass

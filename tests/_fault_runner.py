@@ -74,7 +74,7 @@ def install(fault:str):
     if fault == 'kill-encoding':      # class 1 of 10 (class 0's shard is written)
         _on_call(mgd3.latents, 'encode_latents', 20, lambda *a, **k: _kill_self())
     elif fault == 'kill-modes':       # k-means of class 3
-        mgd3.modes.MODE_METHODS['kmeans'] = _wrap_nth(mgd3.modes.MODE_METHODS['kmeans'], 4)
+        mgd3.modes.register_mode_method('kmeans')(_wrap_nth(mgd3.modes.get_mode_method('kmeans'), 4))
     elif fault == 'kill-png-real':    # the 5th PNG of mode_discovery_only: half written, then killed
         _png_save_hook(5, 'mode_discovery_only', _half_png_then_kill)
     elif fault == 'kill-sampling':    # the 2nd DDPM step of mgd3's images

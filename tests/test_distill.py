@@ -3,7 +3,7 @@ import json, os, time
 from pathlib import Path
 import pytest, torch
 import mgd3
-from mgd3.distill import sha256_file
+from mgd3.core import sha256_file
 
 def _params(pipe, out):
     return dict(backbone=str(pipe), out_dir=str(out), ipc=2, seeds=[0, 1], num_inference_steps=4, stop_t=2,
