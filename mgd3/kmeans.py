@@ -75,10 +75,10 @@ def _refill_empty(labels, min_dist, mask, counts):
         if md.max() > 0: labels[b, md.sort(descending=True, stable=True).indices[:len(e)]] = e
     return labels
 
-def _cluster_sums(x, labels, k):
-    "Per-cluster sums `[B, k, d]`; label k is a spare row for padding."
+def _cluster_sums(x, labels, k, onehot=None):
+    "Per-cluster sums `[B, k, d]`, label k being a spare row for padding. `onehot=None`: a GEMM except on the CPU."
     B, n, d = x.shape
-    if x.device.type == 'cpu':
+    if not (onehot if onehot is not None else x.device.type != 'cpu'):
         flat = (labels + torch.arange(B)[:, None] * (k + 1)).reshape(-1)
         return x.new_zeros(B * (k + 1), d).index_add_(0, flat, x.reshape(-1, d)).view(B, k + 1, d)[:, :k]
     onehot = torch.zeros(B, k + 1, n, dtype=x.dtype, device=x.device).scatter_(1, labels[:, None], 1.0)
@@ -97,6 +97,7 @@ def lloyd(x:torch.Tensor, # [B, n, d] centred points, padded (float32)
     tol = torch.as_tensor(tol, dtype=torch.float64, device=dev).expand(B)
     labels_old = torch.full((B, n), -1, dtype=torch.long, device=dev)
     active, n_iter = torch.ones(B, dtype=torch.bool, device=dev), torch.zeros(B, dtype=torch.long, device=dev)
+    strict = torch.zeros(B, dtype=torch.bool, device=dev)
     for _ in range(max_iter):
         min_dist, labels = sq_distances(x, centres, x_sq).min(2)                      # E-step
         labels.masked_fill_(~mask, k)
@@ -106,13 +107,15 @@ def lloyd(x:torch.Tensor, # [B, n, d] centred points, padded (float32)
         new = _cluster_sums(x, moved, k) / counts.clamp_min(1)[..., None].to(x.dtype)    # M-step
         new = torch.where(counts[..., None] > 0, new, centres)
         shift = (new - centres).pow(2).sum((1, 2), dtype=torch.float64)
-        done = (labels == labels_old).all(1) | (shift <= tol)
+        same = (labels == labels_old).all(1)
+        strict |= active & same
         centres = torch.where(active[:, None, None], new, centres)                      # converged classes stay put
         labels_old = torch.where(active[:, None], labels, labels_old)
         n_iter += active
-        active &= ~done
+        active &= ~(same | (shift <= tol))
         if not bool(active.any()): break
-    return centres, sq_distances(x, centres, x_sq).argmin(2), n_iter                   # final assignment
+    if bool(strict.all()): return centres, labels_old, n_iter    # the final assignment would repeat these labels
+    return centres, torch.where(strict[:, None], labels_old, sq_distances(x, centres, x_sq).argmin(2)), n_iter
 
 # %% ../nbs/03a_kmeans.ipynb #km0015
 class KMeansResult(NamedTuple):
@@ -141,7 +144,6 @@ def _check_inputs(xs, k, seeds, max_iter, dev):
         if x.shape[1] != xs[0].shape[1]:
             raise ValueError(f"class {i} has {x.shape[1]} features but class 0 has {xs[0].shape[1]}; all must match")
         if len(x) < k: raise ValueError(f"class {i} has {len(x)} points but k={k} clusters were requested; lower k")
-        if not torch.isfinite(x).all(): raise ValueError(f"class {i} has NaN or infinite values; clean the input")
 
 def kmeans_batched(xs:Sequence[torch.Tensor|np.ndarray], # one [n_c, d] point set per class
                    k:int, # clusters per class
@@ -165,11 +167,14 @@ def kmeans_batched(xs:Sequence[torch.Tensor|np.ndarray], # one [n_c, d] point se
         for s in range(0, len(order), step):
             group = order[s:s + step]
             ns = [len(xs[i]) for i in group]; B, n = len(group), max(ns)
-            X = torch.zeros(B, n, d, device=dev); mask = torch.zeros(B, n, dtype=torch.bool, device=dev); means = []
+            X = torch.empty(B, n, d, device=dev); mask = torch.zeros(B, n, dtype=torch.bool, device=dev); means = []
             for j, i in enumerate(group):
                 xi = xs[i].to(dev, torch.float32); means.append(xi.mean(0))
-                torch.sub(xi, means[-1], out=X[j, :ns[j]]); mask[j, :ns[j]] = True
-            x_sq = X.pow(2).sum(-1)
+                torch.sub(xi, means[-1], out=X[j, :ns[j]]); X[j, ns[j]:] = 0; mask[j, :ns[j]] = True
+            x_sq = torch.linalg.vector_norm(X, dim=-1).square_()
+            bad = (~torch.isfinite(x_sq).all(1)).nonzero().flatten().tolist()
+            if bad: raise ValueError(f"class {group[bad[0]]} has NaN, infinite or overflowing (> 1e19) values; "
+                                     "clean the input")
             var = torch.stack([x_sq[j, :ns[j]].sum(dtype=torch.float64) / (ns[j] * d) for j in range(B)])
             gens = [torch.Generator().manual_seed(seeds[i]) for i in group]
             C, _ = kmeans_plusplus(X, mask, k, gens, n_local_trials, x_sq)
