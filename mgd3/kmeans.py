@@ -122,13 +122,12 @@ class KMeansResult(NamedTuple):
     "One class's clustering."
     centroids: torch.Tensor # [k, d] float32 cluster centres
     labels: torch.Tensor # [n] int64 cluster of each point
-    inertia: float # Σ‖x − centroid(x)‖² (direct form, float64 sum)
+    inertia: float # Σ‖x − centroid(x)‖² (direct form; the sum over points in float64)
     n_iter: int # Lloyd iterations run
 
-def _inertia(x, centres, labels, chunk=256):
-    "Σ‖x − c‖² in the direct form: float32 differences, float64 sums, in row chunks that stay in cache."
-    return float(sum((xc - centres[lc]).pow_(2).sum(1, dtype=torch.float64).sum()
-                     for xc, lc in zip(x.split(chunk), labels.split(chunk))))
+def _inertia(x, centres, labels):
+    "Σ‖x − c‖² in the direct form: float32 differences and per-point sums, the sum over points in float64."
+    return float(x.sub(centres.index_select(0, labels)).square_().sum(1).sum(dtype=torch.float64))
 
 def _check_inputs(xs, k, seeds, max_iter, dev):
     if not isinstance(k, int) or k < 1: raise ValueError(f"k must be a positive int, got {k!r}")

@@ -159,3 +159,14 @@ def test_cuda_batched_deterministic_and_close_to_cpu():
             assert torch.equal(cpu.labels, one.labels.cpu())
             torch.testing.assert_close(cpu.centroids, one.centroids.cpu(), rtol=1e-4, atol=1e-4)
             assert abs(cpu.inertia / one.inertia - 1) < 1e-5
+
+def test_gpu_sum_path_agrees_with_the_cpu_path(monkeypatch):
+    "The one-hot GEMM cluster sums (used off the CPU) give the same clustering as index_add_ (used on the CPU)."
+    import functools, mgd3.kmeans as K
+    xs = [blobs(n, 64, centres=12, seed=30 + i) for i, n in enumerate([300, 170, 300])]
+    ref = kmeans_batched(xs, 8, seed=[0, 1, 2])
+    monkeypatch.setattr(K, '_cluster_sums', functools.partial(K._cluster_sums, onehot=True))
+    got = kmeans_batched(xs, 8, seed=[0, 1, 2])
+    for r, g in zip(ref, got):
+        assert torch.equal(r.labels, g.labels) and r.n_iter == g.n_iter
+        torch.testing.assert_close(r.centroids, g.centroids, rtol=1e-5, atol=1e-5)
