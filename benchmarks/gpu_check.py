@@ -68,7 +68,9 @@ def header(a):
         print(f"GPU memory {p.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
               f"cuDNN TF32 for fp32 convolutions: {torch.backends.cudnn.allow_tf32}, "
               f"fp32 matmul precision: {torch.get_float32_matmul_precision()}.")
-    print("Script: `bash benchmarks/gpu_check.sh`; every model has random weights (nothing downloaded).\n")
+    try: import mgd3; ok = f"`import mgd3` works ({mgd3.__file__})"        # needs diffusers (the carried wheels)
+    except Exception as e: ok = f"**`import mgd3` fails: {type(e).__name__}: {e}**, so every section below will fail"
+    print(f"Script: `bash benchmarks/gpu_check.sh`; every model has random weights (nothing downloaded). {ok}.\n")
 
 # ---------------------------------------------------------------------------------------------------------------
 def build_backbone(dev, toy):

@@ -4,19 +4,19 @@
 # How to run it on a lent device (device tool `run`), from the repository root of a copy of the working tree:
 #     command: bash benchmarks/gpu_check.sh
 #     carry:   [".whl"]          (the wheels of diffusers, importlib_metadata and mlxtend, which the device lacks)
-#     timeout_s: 420
+#     timeout_s: 400   (the sections' caps add up to 300 s; typically it needs far less)
 # The markdown it prints is also written to $OUT/gpu_check.md, which comes back with the result.
 # On a CPU, check that it still runs with tiny models and sizes (tests/test_gpu_check.py does this):
 #     bash benchmarks/gpu_check.sh --toy          # or MGD3_GPU_CHECK_TOY=1 bash benchmarks/gpu_check.sh
 #
 # Sections and their time caps in seconds (a section that fails or runs out of time prints why, and the script moves
 # on; each section also stops starting new measurements about 15 s before its cap):
-#   1. sampler  110  DiT-XL/2-architecture mode-guided sampling, bf16, batch 1 / 64 / 128 / 256, images/s, projected
+#   1. sampler  100  DiT-XL/2-architecture mode-guided sampling, bf16, batch 1 / 64 / 128 / 256, images/s, projected
 #                    time for ImageNet-1K IPC 50 and IPC 10, VAE decode share
-#   2. vae       50  SD-VAE-architecture encoding at 256 px, fp32 and bf16, images/s, projected ImageNet-1K train time
+#   2. vae       45  SD-VAE-architecture encoding at 256 px, fp32 and bf16, images/s, projected ImageNet-1K train time
 #   3. kmeans    60  torch k-means at ImageNet-1K class shape (1,300 x 4,096; k = 10, 50): one class, 100 classes
 #                    batched, projected 1,000 classes, beside scikit-learn on one class on the machine's CPU
-#   4. train     85  evaluation trainer at 224 px (ResNetAP-10, then ResNet-18 if time is left): mgd3's on-device
+#   4. train     75  evaluation trainer at 224 px (ResNetAP-10, then ResNet-18 if time is left): mgd3's on-device
 #                    augmentation vs the IDC-style ImageFolder + PIL + DataLoader pipeline
 # Every model is built from its config with random weights; nothing is downloaded.
 set -u
@@ -61,11 +61,11 @@ main() {
   if [ "$TOY" = 1 ]; then   # one process for all sections, so that the CPU test pays for the imports once
     section "header sampler vae kmeans train" 240
   else
-    section header 30
-    section sampler 110
-    section vae 50
+    section header 20
+    section sampler 100
+    section vae 45
     section kmeans 60
-    section train 85
+    section train 75
   fi
   echo "Whole check: $((SECONDS - start)) s."
 }
