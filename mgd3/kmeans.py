@@ -90,14 +90,15 @@ def lloyd(x:torch.Tensor, # [B, n, d] centred points, padded (float32)
           tol:float|torch.Tensor, # absolute tolerance on Σ‖Δc‖², a float or one per class [B]
           max_iter:int=300, # at most this many iterations per class
           x_sq:torch.Tensor|None=None, # [B, n] ‖x‖², when already known
-         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Lloyd iterations with scikit-learn's stopping rule per class: centres `[B, k, d]`, labels `[B, n]`, iterations."
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Lloyd with scikit-learn's stopping rule: centres `[B, k, d]`, labels and squared distances `[B, n]`, iterations."
     B, n, d = x.shape; k, dev = centres.shape[1], x.device
     if x_sq is None: x_sq = x.pow(2).sum(-1)
     tol = torch.as_tensor(tol, dtype=torch.float64, device=dev).expand(B)
-    labels_old = torch.full((B, n), -1, dtype=torch.long, device=dev)
-    active, n_iter = torch.ones(B, dtype=torch.bool, device=dev), torch.zeros(B, dtype=torch.long, device=dev)
-    strict = torch.zeros(B, dtype=torch.bool, device=dev)
+    labels_old, dist_old = torch.full((B, n), -1, dtype=torch.long, device=dev), x.new_zeros(B, n)
+    flags = lambda: torch.zeros(B, dtype=torch.bool, device=dev)
+    active, strict, refilled, refilled_before = ~flags(), flags(), flags(), flags()
+    n_iter = torch.zeros(B, dtype=torch.long, device=dev)
     for _ in range(max_iter):
         min_dist, labels = sq_distances(x, centres, x_sq).min(2)                      # E-step
         labels.masked_fill_(~mask, k)
@@ -109,25 +110,29 @@ def lloyd(x:torch.Tensor, # [B, n, d] centred points, padded (float32)
         shift = (new - centres).pow(2).sum((1, 2), dtype=torch.float64)
         same = (labels == labels_old).all(1)
         strict |= active & same
+        refilled_before = torch.where(active, refilled, refilled_before)
+        refilled = torch.where(active, (moved != labels).any(1), refilled)
         centres = torch.where(active[:, None, None], new, centres)                      # converged classes stay put
         labels_old = torch.where(active[:, None], labels, labels_old)
+        dist_old = torch.where(active[:, None], min_dist, dist_old)
         n_iter += active
         active &= ~(same | (shift <= tol))
         if not bool(active.any()): break
-    if bool(strict.all()): return centres, labels_old, n_iter    # the final assignment would repeat these labels
-    return centres, torch.where(strict[:, None], labels_old, sq_distances(x, centres, x_sq).argmin(2)), n_iter
+    # After strict convergence (and no refill), the last E-step's labels and distances hold for the final centres.
+    fresh = ~strict | refilled | refilled_before
+    if not bool(fresh.any()): return centres, labels_old, dist_old, n_iter
+    D = sq_distances(x, centres, x_sq)                                                   # final assignment
+    labels = torch.where(strict[:, None], labels_old, D.argmin(2))
+    dist = torch.where(fresh[:, None], D.gather(2, labels.clamp_max(k - 1)[..., None])[..., 0], dist_old)
+    return centres, labels, dist, n_iter
 
 # %% ../nbs/03a_kmeans.ipynb #km0015
 class KMeansResult(NamedTuple):
     "One class's clustering."
     centroids: torch.Tensor # [k, d] float32 cluster centres
     labels: torch.Tensor # [n] int64 cluster of each point
-    inertia: float # Σ‖x − centroid(x)‖² (direct form; the sum over points in float64)
+    inertia: float # Σ‖x − centroid(x)‖², summed in float64
     n_iter: int # Lloyd iterations run
-
-def _inertia(x, centres, labels):
-    "Σ‖x − c‖² in the direct form: float32 differences and per-point sums, the sum over points in float64."
-    return float(x.sub(centres.index_select(0, labels)).square_().sum(1).sum(dtype=torch.float64))
 
 def _check_inputs(xs, k, seeds, max_iter, dev):
     if not isinstance(k, int) or k < 1: raise ValueError(f"k must be a positive int, got {k!r}")
@@ -177,10 +182,10 @@ def kmeans_batched(xs:Sequence[torch.Tensor|np.ndarray], # one [n_c, d] point se
             var = torch.stack([x_sq[j, :ns[j]].sum(dtype=torch.float64) / (ns[j] * d) for j in range(B)])
             gens = [torch.Generator().manual_seed(seeds[i]) for i in group]
             C, _ = kmeans_plusplus(X, mask, k, gens, n_local_trials, x_sq)
-            C, labels, n_iter = lloyd(X, mask, C, var * tol, max_iter, x_sq)
+            C, labels, dist, n_iter = lloyd(X, mask, C, var * tol, max_iter, x_sq)
+            inertia = (dist * mask).sum(1, dtype=torch.float64).tolist()
             for j, i in enumerate(group):
-                lab = labels[j, :ns[j]]
-                out[i] = KMeansResult(C[j] + means[j], lab, _inertia(X[j, :ns[j]], C[j], lab), int(n_iter[j]))
+                out[i] = KMeansResult(C[j] + means[j], labels[j, :ns[j]], inertia[j], int(n_iter[j]))
     return out
 
 def kmeans(x:torch.Tensor|np.ndarray, # [n, d] points

@@ -35,7 +35,10 @@ def test_lloyd_matches_sklearn_from_the_same_start(max_iter, tol):
     x = blobs(600, 32, centres=12, sd=2.5, seed=1); xc = x - x.mean(0)
     init = x[torch.randperm(600, generator=torch.Generator().manual_seed(0))[:9]]
     var = float(xc.double().var(0, unbiased=False).mean())
-    C, lab, it = lloyd(xc[None], torch.ones(1, 600, dtype=torch.bool), (init - x.mean(0))[None], var * tol, max_iter)
+    C, lab, dist, it = lloyd(xc[None], torch.ones(1, 600, dtype=torch.bool), (init - x.mean(0))[None], var * tol,
+                             max_iter)
+    direct = (xc.double() - C[0].double()[lab[0]]).pow(2).sum(1)          # distances to the returned centres
+    torch.testing.assert_close(dist[0].double(), direct, rtol=1e-4, atol=1e-2)
     ref = KMeans(9, init=init.numpy(), n_init=1, max_iter=max_iter, tol=tol).fit(x.numpy())
     assert int(it) == ref.n_iter_
     assert (lab[0].numpy() == ref.labels_).all()
@@ -46,7 +49,9 @@ def test_empty_clusters_are_refilled_like_sklearn():
     far = torch.full((2, 16), 50.0); far[1] *= -1             # centres no point is nearest: clusters 3, 4 start empty
     init = torch.cat([x[:3], far])
     xc, mu = x - x.mean(0), x.mean(0)
-    C, lab, it = lloyd(xc[None], torch.ones(1, 300, dtype=torch.bool), (init - mu)[None], 0.0, 300)
+    C, lab, dist, it = lloyd(xc[None], torch.ones(1, 300, dtype=torch.bool), (init - mu)[None], 0.0, 300)
+    torch.testing.assert_close(dist[0].double(), (xc.double() - C[0].double()[lab[0]]).pow(2).sum(1), rtol=1e-4,
+                               atol=1e-2)
     ref = KMeans(5, init=init.numpy(), n_init=1, tol=0.0).fit(x.numpy())
     assert int(it) == ref.n_iter_ and (lab[0].numpy() == ref.labels_).all()
     np.testing.assert_allclose((C[0] + mu).numpy(), ref.cluster_centers_, atol=1e-4)
