@@ -11,6 +11,7 @@
 #
 # Sections and their time caps in seconds (a section that fails or runs out of time prints why, and the script moves
 # on; each section also stops starting new measurements about 15 s before its cap):
+#   0. header    60  device, versions, whether `import mgd3` works (a fresh machine takes over 20 s to import)
 #   1. sampler  100  DiT-XL/2-architecture mode-guided sampling, bf16, batch 1 / 64 / 128 / 256, images/s, projected
 #                    time for ImageNet-1K IPC 50 and IPC 10, VAE decode share
 #   2. vae       45  SD-VAE-architecture encoding at 256 px, fp32 and bf16, images/s, projected ImageNet-1K train time
@@ -61,7 +62,7 @@ main() {
   if [ "$TOY" = 1 ]; then   # one process for all sections, so that the CPU test pays for the imports once
     section "header sampler vae kmeans train" 240
   else
-    section header 20
+    section header 60   # a fresh machine compiles and imports mgd3 + diffusers here (measured: over 20 s)
     section sampler 100
     section vae 45
     section kmeans 60
