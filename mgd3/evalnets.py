@@ -15,8 +15,8 @@ from .core import pick_device, load_tensors, save_tensors, save_json, load_json
 # %% auto #0
 __all__ = ['EVALNETS', 'ASSETS', 'EMBEDDED_TEACHERS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'register_evalnet', 'list_evalnets',
            'create_evalnet', 'instance_norm', 'ConvNet', 'convnet3', 'convnet6', 'he_normal_', 'stem_kind',
-           'BasicBlockAP', 'ResNetAP', 'resnet_ap10', 'resnet18', 'resnet18_bn', 'resnet50_bn', 'resnet101_bn',
-           'count_parameters', 'penultimate_features', 'Teacher', 'save_teacher', 'load_teacher']
+           'BasicBlockAP', 'ResNetAP', 'resnet_ap10', 'resnet18', 'resnet18_bn', 'count_parameters',
+           'penultimate_features', 'Teacher', 'save_teacher', 'load_teacher']
 
 # %% ../nbs/07_evalnets.ipynb #427f7929
 EVALNETS: dict[str, Callable[..., nn.Module]] = {}
@@ -147,18 +147,6 @@ def _small_stem(net:nn.Module, in_chans:int) -> nn.Module:
 def resnet18_bn(*, num_classes:int, image_size:int, in_chans:int=3) -> nn.Module:
     "torchvision's ResNet-18 with BatchNorm: RDED's student (its `resnet18_modified` stem at <= 64 px)."
     net = _timm_resnet('resnet18', num_classes, in_chans)
-    return _small_stem(net, in_chans) if image_size <= 64 else net
-
-@register_evalnet
-def resnet50_bn(*, num_classes:int, image_size:int, in_chans:int=3) -> nn.Module:
-    "torchvision's ResNet-50 with BatchNorm (a Table 3 student; small stem at <= 64 px)."
-    net = _timm_resnet('resnet50', num_classes, in_chans)
-    return _small_stem(net, in_chans) if image_size <= 64 else net
-
-@register_evalnet
-def resnet101_bn(*, num_classes:int, image_size:int, in_chans:int=3) -> nn.Module:
-    "torchvision's ResNet-101 with BatchNorm (a Table 3 student; RDED's `resnet101_modified` stem at <= 64 px)."
-    net = _timm_resnet('resnet101', num_classes, in_chans)
     return _small_stem(net, in_chans) if image_size <= 64 else net
 
 # %% ../nbs/07_evalnets.ipynb #8c436c52
