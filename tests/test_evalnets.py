@@ -41,7 +41,8 @@ def test_no_batch_norm_anywhere():
         assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()), name
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"valid names: \['convnet3', 'convnet6', 'resnet18', 'resnet18_bn', 'resnet_ap10'\]"):
+    names = r"valid names: \['convnet3', 'convnet6', 'resnet18', 'resnet18_bn', 'resnet_ap10'\]"
+    with pytest.raises(ValueError, match=names):
         create_evalnet('resnet10', 10, 32)
 
 def test_embedded_teacher_loads_and_is_accurate_on_a_test_sample():
@@ -108,7 +109,8 @@ def test_resnet_ap10_is_idcs_resnet_ap(size):
 def _torchvision_resnet(arch, size, norm_layer=None, small='none'):
     "torchvision's ResNet, with IDC's or RDED's small-input stem."
     import torchvision
-    net = getattr(torchvision.models, arch)(weights=None, num_classes=10, **({'norm_layer': norm_layer} if norm_layer else {}))
+    kw = {'norm_layer': norm_layer} if norm_layer else {}
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=10, **kw)
     if small == 'rded' and size <= 64: net.conv1, net.maxpool = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity()
     if small == 'idc' and size <= 128:   # IDC's models/resnet.py: 'small' (<= 64) and 'mid' (<= 128) stems
         net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
@@ -119,9 +121,10 @@ def _torchvision_resnet(arch, size, norm_layer=None, small='none'):
                                             ('resnet18', 'resnet18', 224), ('resnet18', 'resnet18', 96),
                                             ('resnet18', 'resnet18', 32)])
 def test_resnets_are_torchvisions(name, arch, size):
-    "The BN student is torchvision's network (RDED's load_model); IDC's ResNet-18 is torchvision's layout with GroupNorm."
+    "The BN student is torchvision's net (RDED's load_model); IDC's ResNet-18 is torchvision's layout with GroupNorm."
     idc = name == 'resnet18'
-    ref = _torchvision_resnet(arch, size, (lambda c: nn.GroupNorm(c, c)) if idc else None, 'idc' if idc else 'rded').eval()
+    norm = (lambda c: nn.GroupNorm(c, c)) if idc else None
+    ref = _torchvision_resnet(arch, size, norm, 'idc' if idc else 'rded').eval()
     torch.manual_seed(0); net = create_evalnet(name, 10, size).eval()
     sd, rsd = net.state_dict(), ref.state_dict()
     assert {k: tuple(v.shape) for k, v in sd.items()} == {k: tuple(v.shape) for k, v in rsd.items()}
@@ -137,7 +140,8 @@ def test_resnets_are_torchvisions(name, arch, size):
 def test_bn_student_has_batch_norm_only():
     for name in BN_NETS:
         mods = list(create_evalnet(name, 10, 224).modules())
-        assert any(isinstance(m, nn.BatchNorm2d) for m in mods) and not any(isinstance(m, nn.GroupNorm) for m in mods), name
+        assert any(isinstance(m, nn.BatchNorm2d) for m in mods), name
+        assert not any(isinstance(m, nn.GroupNorm) for m in mods), name
 
 def test_timm_teacher_loads_torchvision_weights(tmp_path):
     "RDED's ImageNet-1K teacher is torchvision's ResNet-18: its state dict loads into load_teacher('resnet18')."
@@ -147,5 +151,6 @@ def test_timm_teacher_loads_torchvision_weights(tmp_path):
     save_tensors(tmp_path / 'tv.safetensors', tv.state_dict())
     t = load_teacher('resnet18', weights=tmp_path / 'tv.safetensors', device='cpu')
     x = torch.rand(2, 3, 224, 224)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad(): torch.testing.assert_close(t(x), tv((x - mean) / std), rtol=1e-4, atol=1e-4)
