@@ -308,7 +308,7 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
             xs.append(((b.images + 1) * 127.5).round().to(torch.uint8)); ys.append(torch.full((len(b.indices),), c))
     return torch.cat(xs), torch.cat(ys)
 
-# %% ../nbs/01_data.ipynb #ac5cc789
+# %% ../nbs/01_data.ipynb #ef515f8d
 @dataclass
 class ImageSet:
     "uint8 images `[N, C, H, W]`, int64 labels `[N]`, and the class names when read from a folder."
@@ -322,11 +322,12 @@ def resize_center_crop(img:torch.Tensor, # uint8 `[C, H, W]`
     "Antialiased bilinear resize of the short side to `size`, then a centre crop (torchvision's Resize + CenterCrop)."
     h, w = img.shape[-2:]
     if (h, w) == (size, size): return img
-    s = size / min(h, w)
-    img = torch.nn.functional.interpolate(img[None].float(), size=(max(size, round(h * s)), max(size, round(w * s))),
-                                          mode='bilinear', antialias=True, align_corners=False)
+    # torchvision's rules: the long side is truncated, int(size · long / short); the crop offset is rounded
+    out = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    img = torch.nn.functional.interpolate(img[None].float(), size=out, mode='bilinear', antialias=True,
+                                          align_corners=False)
     img = img[0].round().clamp(0, 255).to(torch.uint8)
-    top, left = (img.shape[-2] - size) // 2, (img.shape[-1] - size) // 2
+    top, left = int(round((img.shape[-2] - size) / 2.0)), int(round((img.shape[-1] - size) / 2.0))
     return img[:, top:top + size, left:left + size]
 
 # %% ../nbs/01_data.ipynb #cc9fb17b
