@@ -22,6 +22,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+export_requirements = shlex.split(cfg.get('export_requirements', ''))   # Hugging Face datasets (tests, users)
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 min_python = cfg['min_python']
 lic_classifier = ['License :: ' + lic[1]] if lic[1] else []
@@ -38,11 +39,12 @@ setuptools.setup(
     include_package_data=True,
     package_data={'mgd3': ['assets/**/*', 'assets/*']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'export': export_requirements, 'dev': export_requirements + dev_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     zip_safe=False,
-    entry_points={'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']},
+    entry_points={'console_scripts': ['mgd3=mgd3.cli:main'],
+                  'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']},
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+import logging
 from .core import load_json, save_json, atomic_save, pick_device
 from .data import dataset_spec, load_split, split_dir, load_image_folder
 from .latents import cache_latents
@@ -19,6 +20,8 @@ from .evalnets import load_teacher
 from .metrics import distillation_metrics, plot_tsne
 from .config import DistillConfig
 from .run import Run
+
+_logger = logging.getLogger('mgd3.distill')
 
 # %% auto #0
 __all__ = ['SAMPLES_FIGURE', 'prepare', 'make_sets', 'test_set', 'evaluate_sets', 'accuracy_summary', 'compute_metrics',
@@ -240,6 +243,7 @@ def distill(**params) -> DistillResult:
     "Run MGD³ end to end (stage 1 → methods → evaluation → metrics) into `out_dir`; resumable. See `DistillConfig`."
     run = Run.open(DistillConfig.from_params(**params))
     if run.complete:
+        _logger.info("%s: complete already, nothing to do", run.folder)
         metrics = load_json(run.metrics_path)
         return DistillResult(run.folder, metrics, comparison_table(metrics), run.config)
     device = pick_device(run.config.device)
@@ -250,4 +254,5 @@ def distill(**params) -> DistillResult:
     with run.stage('figures'): make_figures(run, ctx, metrics, tsne)
     save_json(run.metrics_path, metrics)
     run.finish()
+    _logger.info("%s: complete (%.0f s of stages in the manifest)", run.folder, sum(run.manifest.timings.values()))
     return DistillResult(run.folder, metrics, comparison_table(metrics), run.config)

@@ -4,6 +4,7 @@
 
 # %% ../nbs/12_run.ipynb #2b73d6c6
 from __future__ import annotations
+import logging, time
 from contextlib import contextmanager
 from pathlib import Path
 from .core import Manifest, load_json, device_info, sha256_file
@@ -13,6 +14,8 @@ from .modes import ModeSet
 from .backbone import load_backbone
 from .methods import get_method
 from .config import DistillConfig
+
+_logger = logging.getLogger('mgd3.run')
 
 # %% auto #0
 __all__ = ['Run', 'open_run']
@@ -35,6 +38,7 @@ class Run:
                 diff = sorted(k for k in set(want) | set(m.config) if m.config.get(k) != want.get(k))
                 raise ValueError(f"{out} holds a run with another config (differs in {diff}); pass another out_dir, "
                                  "or delete that folder to start over")
+            _logger.info("%s: reopened (%s)", out, m.status)
             return cls(config, m)
         try: out.mkdir(parents=True, exist_ok=True)
         except OSError as e: raise OSError(f"cannot create out_dir {out}: {e.strerror}; pass a writable out_dir") from e
@@ -42,6 +46,7 @@ class Run:
         m.extra.update(seeds={'generation': list(config.seeds), 'training': 0,
                               'image_noise': "item_seed(generation_seed, class_index, k, 'noise')"}, images={})
         m.save()
+        _logger.info("%s: new run", out)
         return cls(config, m)
 
     @classmethod
@@ -93,8 +98,11 @@ class Run:
 
     @contextmanager
     def stage(self, name:str):
-        "Time a stage into the manifest (seconds add up over resumes)."
+        "Time a stage into the manifest (seconds add up over resumes); log its start and its duration."
+        _logger.info("%s: %s", self.folder, name)
+        t0 = time.perf_counter()
         with self.manifest.stage(name): yield self
+        _logger.info("%s: %s done in %.1f s", self.folder, name, time.perf_counter() - t0)
 
     def record_images(self) -> dict:
         "Record the sha256 of every image of the run in the manifest."
