@@ -68,12 +68,13 @@ def distill_options() -> list[CliOption]:
         out.append(CliOption(name, kind, item, optional, default, help))
     return out
 
-# %% ../nbs/16_cli.ipynb #ff9cc3fa
+# %% ../nbs/16_cli.ipynb #343b41e3
 def _list_action(opt:CliOption):
     class ListAction(argparse.Action):
         "Extend the list with each word's comma-separated items: repeated flags, several words or a comma list."
         def __call__(self, parser, namespace, values, option_string=None):
-            items = [opt.parse(w) for v in values for w in v.split(',') if w != '']
+            try: items = [opt.parse(w) for v in values for w in v.split(',') if w != '']
+            except argparse.ArgumentTypeError as e: parser.error(str(e))   # usage and exit status 2, as `type=`
             setattr(namespace, self.dest, (getattr(namespace, self.dest, None) or []) + items)
     return ListAction
 

@@ -98,7 +98,7 @@ def set_provenance(run:Run, method:str, seed:int, rows:list[dict]) -> dict:
             'exported_with': package_versions(('mgd3',)), 'accuracy': set_accuracies(run, method, seed),
             'run_metrics': run_metrics, 'feature_space': metrics.get('feature_space'), 'citation': CITATION}
 
-# %% ../nbs/17_export.ipynb #31bda152
+# %% ../nbs/17_export.ipynb #183f6877
 def _size_category(n:int) -> str:
     for limit, name in ((1_000, 'n<1K'), (10_000, '1K<n<10K'), (100_000, '10K<n<100K'), (1_000_000, '100K<n<1M')):
         if n < limit: return name
@@ -114,10 +114,13 @@ def dataset_card(info:dict) -> str:
     seed = info['generation_seed']
     title = (f"{info['dataset']} distilled with {info['method']} (IPC {info['ipc']}"
              + (f", generation seed {seed})" if seed is not None else ")"))
-    head = ['---', f'pretty_name: "{title}"', 'license: other', 'task_categories:', '- image-classification',
-            'tags:', '- dataset-distillation', '- synthetic', '- mgd3', 'size_categories:',
-            f"- {_size_category(info['num_images'])}", 'configs:', '- config_name: default', '  data_files:',
-            '  - split: train', '    path:', '    - "*/*.png"', f'    - {METADATA_FILE}', '---', '']
+    from huggingface_hub import DatasetCardData
+    meta = DatasetCardData(pretty_name=title, license='other', task_categories=['image-classification'],
+                           tags=['dataset-distillation', 'synthetic', 'mgd3'],
+                           size_categories=[_size_category(info['num_images'])],
+                           configs=[{'config_name': 'default',
+                                     'data_files': [{'split': 'train', 'path': ['*/*.png', METADATA_FILE]}]}])
+    head = ['---', meta.to_yaml(), '---', '']
     cfg = info['config']
     body = [f'# {title}', '', f"{info['description']}", '',
             f"{info['num_images']} images: {len(info['classes'])} classes × {info['ipc']} images per class, made by "
