@@ -81,3 +81,12 @@ def test_distill_export_evaluate_end_to_end(tiny_mnist_pipeline, tmp_path):
     got = json.loads(res.read_text())['results']['convnet3']
     want = json.loads((run / 'eval/mgd3/seed0/convnet3.json').read_text())
     assert (got['best_acc'], got['final_acc'], got['history']) == (want['best_acc'], want['final_acc'], want['history'])
+
+def test_sweep_lists_the_points_of_a_grid_file(tmp_path, capsys):
+    pytest.importorskip('mgd3.sweep', reason='mgd3.sweep (nbs/18_sweep.ipynb) is not in this mgd3')
+    (tmp_path / 'grid.yaml').write_text('mode_guidance_scale: [0.05, 0.2]\nstop_t: [10]\n')
+    assert mgd3.cli.main(['sweep', str(tmp_path / 'grid.yaml'), str(tmp_path / 'sweep'), '--ipc', '2',
+                          '--print-points']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all('"ipc": 2' in l and '"stop_t": 10' in l for l in lines)
+    assert '"mode_guidance_scale": 0.05' in lines[0] and '"mode_guidance_scale": 0.2' in lines[1]
