@@ -59,10 +59,11 @@ for f, tree in sources.items():
         owners = {_norm(d) for d in dists.get(mod, [])}
         have = set().union(*(declared.get(d, set()) for d in owners)) if owners else set()
         if not have: problems.append(f"{f.name} imports {mod} ({', '.join(owners) or 'not installed'}): not declared")
-        elif mod in top and '' not in have: problems.append(f"{f.name} imports {mod} at module level, but it is only "
-                                                           f"in the extras {sorted(have)}: declare it as a core requirement")
+        elif mod in top and '' not in have:
+            problems.append(f"{f.name} imports {mod} at module level, but it is only in the extras {sorted(have)}: "
+                            "declare it as a core requirement")
 assert not problems, '\n'.join(problems)
-print('declared imports:', ', '.join(f"{d}{'' if '' in e else ' [' + ','.join(sorted(e)) + ']'}" for d, e in sorted(declared.items())))
+print('declared:', ', '.join(d + ('' if '' in e else f" [{','.join(sorted(e))}]") for d, e in sorted(declared.items())))
 if '--checks-only' in sys.argv: sys.exit(0)
 
 t0 = time.time()

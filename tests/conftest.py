@@ -16,8 +16,8 @@ _GUARD_DIR = Path(__file__).resolve().parent / 'netguard'
 sys.path.insert(0, str(_GUARD_DIR))
 import netguard
 netguard.install()
-os.environ['PYTHONPATH'] = os.pathsep.join([str(_GUARD_DIR)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep)
-                                                               if p and Path(p).resolve() != _GUARD_DIR])
+_paths = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p and Path(p).resolve() != _GUARD_DIR]
+os.environ['PYTHONPATH'] = os.pathsep.join([str(_GUARD_DIR)] + _paths)
 if not os.environ.get(netguard.LOG_ENV):
     import tempfile
     os.environ[netguard.LOG_ENV] = str(Path(tempfile.mkdtemp(prefix='mgd3-netguard-')) / 'refusals.log')

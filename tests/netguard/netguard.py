@@ -44,7 +44,8 @@ def _refuse(what:str, target) -> None:
     log = os.environ.get(LOG_ENV)
     if log:
         try:
-            with open(log, 'a', encoding='utf-8') as f: f.write(f"pid {os.getpid()} ({' '.join(sys.argv)[:160]}): {msg}\n")
+            with open(log, 'a', encoding='utf-8') as f:
+                f.write(f"pid {os.getpid()} ({' '.join(getattr(sys, 'argv', []))[:160]}): {msg}\n")
         except OSError: pass
     raise NetworkAccessBlocked(msg)
 
