@@ -2,7 +2,26 @@
 
 Extras: `sd` (Stable Diffusion text encoders), `explore` (the interactive explorer, in a notebook or served to a
 browser by voila), `run` (papermill and a kernel for the parameterised run notebook), `all` (the three), `dev` (all,
-plus the pinned nbdev tools, pytest and the build/upload checkers)."""
+plus the pinned nbdev tools, pytest and the build/upload checkers).
+
+Why each floor in settings.ini (measured in throwaway Python 3.10 venvs at the floors, with NumPy 1.24 and 2.2):
+  torch>=2.3, torchvision>=0.18  2.3 is the first torch built against NumPy 2 (older ones lose torch.from_numpy there)
+  numpy>=1.24                    tested floor; NumPy 2 works given the torch/matplotlib/scikit-learn floors
+  diffusers>=0.30                AutoencoderKL(mid_block_add_attention=) (make_vae, tiny-mnist); DiTTransformer2DModel
+                                 came in 0.29. 0.35.0/0.35.1 fail to import on torch<2.4 (torch.library.custom_op)
+  huggingface_hub>=0.23.2        snapshot_download(local_files_only=, allow_patterns=); diffusers 0.30's own floor
+  safetensors>=0.4.1, tqdm>=4.60, pillow>=9, mlxtend>=0.22, timm>=0.9 (timm.data.ImageNetInfo)   tested floors
+  accelerate>=0.20               PartialState.split_between_processes (absent in 0.19)
+  scikit-learn>=1.5              TSNE(max_iter=) (n_iter before 1.5); joblib>=1.2 is scikit-learn 1.5's floor
+  matplotlib>=3.8.4              first release for NumPy 2 (3.7 fails to import there; 3.8.0-3.8.3 cap numpy<2)
+  sd: transformers>=5            tiny_text_backbone_folder builds CLIPTokenizer(vocab=, merges=), a transformers 5 API;
+      diffusers>=0.35.2          older diffusers import FLAX_WEIGHTS_NAME, gone from transformers 5
+      pillow>=9.1                transformers 5 uses PIL.Image.Resampling without declaring pillow
+  explore/run: ipython>=8.3      execnb (nbdev_test) passes run_cell(cell_id=), new in IPython 8.3
+      ipykernel>=6.21            older 6.x die at start (6.0) or hold jupyter_client<8 and IPython 7
+  dev: diffusers>=0.41           tests compare with DiTPipeline(output_type='pt'), honoured from 0.41 (mgd3 needs 0.30)
+      twine>=6.1                 twine 5.x rejects Metadata-Version 2.4 (License-Expression, License-File)
+"""
 import os, shlex
 from configparser import ConfigParser
 import setuptools
@@ -24,7 +43,8 @@ for o in expected: assert o in cfg, "missing expected setting: {}".format(o)
 setup_cfg = {o: cfg[o] for o in cfg_keys}
 
 licenses = {'apache2': 'Apache-2.0', 'mit': 'MIT'}   # nbdev's names -> SPDX expressions
-statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
+statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature',
+            '7 - Inactive']
 status = next(s for s in statuses if s.split()[0] == cfg['status'])   # settings.ini: status = 3 -> '3 - Alpha'
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
