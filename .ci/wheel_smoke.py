@@ -26,14 +26,15 @@ for rel in ('tiny-mnist/model_index.json', 'tiny-mnist/transformer/diffusion_pyt
     assert (assets/rel).is_file(), f"the wheel lacks mgd3/assets/{rel}"
 for name in ('imagenette', 'imagewoof', 'imageidc', 'imagenet100'):
     assert len(mgd3.read_class_list(name)) >= 10, name
-assert mgd3.BACKBONES['tiny-mnist']['source'] == assets/'tiny-mnist'
+assert mgd3.BACKBONES['tiny-mnist']()['source'] == assets/'tiny-mnist'
 
-# the parameterised run notebook ships as mgd3/run.ipynb; its parameters are distill's arguments
+# the parameterised run notebook ships as mgd3/run.ipynb; its parameters cell defines every DistillConfig parameter
 nb = json.loads((pkg/'run.ipynb').read_text(encoding='utf-8'))
 cell = next(c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', []))
-params = {}
-exec(''.join(cell['source']), {}, params)
-mgd3.DistillConfig(**{**params, 'out_dir': str(out/'nb-params')})
+ns = {}
+exec(''.join(cell['source']), ns)
+params = {k: ns[k] for k in mgd3.DistillConfig.defaults()}
+mgd3.DistillConfig.from_params(**{**params, 'out_dir': str(out/'nb-params')})
 
 # every third-party package that mgd3 (or its run notebook) imports is declared: module-level imports in the core
 # requirements, imports inside functions (and the notebook's) in the core or an extra
