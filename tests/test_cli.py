@@ -1,6 +1,8 @@
 """The installed `mgd3` console script, run in subprocesses: `--help` shows DistillConfig's parameters with the
 paper's defaults, a config file and flags add up (flags win), bad input is one line and exit status 2, and a quick
-embedded run with a tiny random backbone goes distill → export → evaluate, the evaluation reproducing the run's."""
+embedded run with a tiny random backbone goes distill → export → evaluate, the evaluation reproducing the run's.
+`mgd3 sweep` both ways: without the module `mgd3.sweep` the other subcommands work and `sweep` is refused; with it,
+a grid file runs (these tests skip where the module is absent)."""
 import json, shutil, subprocess, sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -82,11 +84,38 @@ def test_distill_export_evaluate_end_to_end(tiny_mnist_pipeline, tmp_path):
     want = json.loads((run / 'eval/mgd3/seed0/convnet3.json').read_text())
     assert (got['best_acc'], got['final_acc'], got['history']) == (want['best_acc'], want['final_acc'], want['history'])
 
+def test_without_the_sweep_module_the_other_commands_work(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, 'mgd3.sweep', None)   # an mgd3 without nbs/18_sweep.ipynb: the import fails
+    assert not mgd3.cli.has_sweep()
+    assert 'comes with the module mgd3.sweep' in mgd3.cli.build_parser().format_help()
+    (tmp_path / 'grid.yaml').write_text('stop_t: [10, 20]\n')
+    with pytest.raises(SystemExit) as e: mgd3.cli.main(['sweep', str(tmp_path / 'grid.yaml'), str(tmp_path / 's')])
+    assert e.value.code == 2 and "invalid choice: 'sweep'" in capsys.readouterr().err
+    assert mgd3.cli.main(['distill', '--ipc', '3', '--print-config']) == 0
+    assert json.loads(capsys.readouterr().out)['ipc'] == 3
+
 def test_sweep_lists_the_points_of_a_grid_file(tmp_path, capsys):
     pytest.importorskip('mgd3.sweep', reason='mgd3.sweep (nbs/18_sweep.ipynb) is not in this mgd3')
+    assert mgd3.cli.has_sweep() and 'sweep' in mgd3.cli.build_parser().format_help()
     (tmp_path / 'grid.yaml').write_text('mode_guidance_scale: [0.05, 0.2]\nstop_t: [10]\n')
     assert mgd3.cli.main(['sweep', str(tmp_path / 'grid.yaml'), str(tmp_path / 'sweep'), '--ipc', '2',
                           '--print-points']) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all('"ipc": 2' in l and '"stop_t": 10' in l for l in lines)
     assert '"mode_guidance_scale": 0.05' in lines[0] and '"mode_guidance_scale": 0.2' in lines[1]
+
+def test_sweep_runs_a_grid_from_the_command_line(tiny_mnist_pipeline, tmp_path):
+    pytest.importorskip('mgd3.sweep', reason='mgd3.sweep (nbs/18_sweep.ipynb) is not in this mgd3')
+    (tmp_path / 'grid.json').write_text('{"stop_t": [2]}')
+    (tmp_path / 'base.yaml').write_text('ipc: 2\nseeds: [0]\nnum_inference_steps: 4\nepochs: 1\nquick: true\n'
+                                        'methods: [mgd3]\n')
+    out = tmp_path / 'sweep'
+    r = mgd3_cmd('sweep', tmp_path / 'grid.json', out, '--config', tmp_path / 'base.yaml', '--backbone',
+                 tiny_mnist_pipeline, '--device', 'cpu', '--no-figures')
+    tables = list(out.glob('*.md'))   # the sweep's markdown table, printed
+    assert f'sweep folder: {out}' in r.stdout and len(tables) == 1
+    assert tables[0].read_text().strip() in r.stdout and 'mgd3' in r.stdout and 'convnet3' in r.stdout
+    runs = [p for p in out.iterdir() if (p / 'manifest.json').is_file()]
+    assert len(runs) == 1
+    man = json.loads((runs[0] / 'manifest.json').read_text())
+    assert man['status'] == 'complete' and man['config']['stop_t'] == 2 and man['config']['ipc'] == 2
