@@ -92,7 +92,7 @@ def add_run_options(parser:argparse.ArgumentParser, # a parser or subparser
         else: group.add_argument(*o.flags, type=o.parse, metavar=getattr(o.type, '__name__', 'V').upper(), **kw)
     return parser
 
-# %% ../nbs/16_cli.ipynb #8345243d
+# %% ../nbs/16_cli.ipynb #b021e4fe
 def read_data_file(path:str|Path):
     "The data in a YAML (`.yaml`, `.yml`) or JSON (`.json`) file, with errors that name the file."
     p = Path(path)
@@ -107,6 +107,7 @@ def read_data_file(path:str|Path):
         except yaml.YAMLError as e: raise ValueError(f"{p} is not valid YAML: {e}") from e
     raise ValueError(f"{p}: unknown file type {suffix!r}; use .yaml, .yml or .json")
 
+# %% ../nbs/16_cli.ipynb #6b318c21
 def read_config_file(path:str|Path) -> dict:
     "Run parameters from a YAML or JSON file holding a mapping of parameter names to values."
     data = read_data_file(path)

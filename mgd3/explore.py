@@ -114,7 +114,7 @@ def explore_run(out_dir:str|Path, # a finished run folder
     redraw()
     return W.VBox([W.HBox([cls, seed]), out])
 
-# %% ../nbs/15_explore.ipynb #d3ebd361
+# %% ../nbs/15_explore.ipynb #858a5fb5
 def explorer_notebook(out_dir:str|Path, # a finished run folder
                       path:str|Path|None=None, # where to write the notebook (default: <run>/explorer.ipynb)
                      ) -> Path:
@@ -132,6 +132,7 @@ def explorer_notebook(out_dir:str|Path, # a finished run folder
     path.write_text(json.dumps(nb, indent=1) + '\n', encoding='utf-8')
     return path
 
+# %% ../nbs/15_explore.ipynb #6c1df409
 def serve_explorer(notebook:str|Path, # a notebook from `explorer_notebook`
                    port:int=8866, # the port on localhost
                    **popen_kwargs, # passed to subprocess.Popen (e.g. stdout=, env=)

@@ -70,7 +70,7 @@ def set_rows(run:Run, # a finished run
                                 "finish the run with distill() first")
     return rows
 
-# %% ../nbs/17_export.ipynb #a8e10955
+# %% ../nbs/17_export.ipynb #a10bede2
 def set_accuracies(run:Run, method:str, seed:int) -> list[dict]:
     "The run's evaluations of one set: network, training seed, best/final top-1 (%), epochs, protocol, preset."
     out, seeded = [], get_method(method).seeded
@@ -85,6 +85,7 @@ def set_accuracies(run:Run, method:str, seed:int) -> list[dict]:
                         'epochs': c.get('epochs'), 'protocol': c.get('protocol'), 'preset': c.get('preset')})
     return out
 
+# %% ../nbs/17_export.ipynb #eb7acba1
 def set_provenance(run:Run, method:str, seed:int, rows:list[dict]) -> dict:
     "How a set was made, as JSON data: format, method, dataset, classes, config, seeds, versions, accuracies."
     spec, m = dataset_spec(run.config.dataset), get_method(method)
@@ -243,7 +244,7 @@ def export_distilled(run:Run|str|Path, # a finished run, or its folder
                 dest, time.perf_counter() - t0)
     return dest
 
-# %% ../nbs/17_export.ipynb #abde60d1
+# %% ../nbs/17_export.ipynb #cc8de750
 @dataclass
 class DistilledSet:
     "A distilled set read by `load_distilled`: images, labels, per-image metadata, provenance, soft labels."
@@ -262,11 +263,13 @@ class DistilledSet:
         "The set as an `ImageSet` (what `mgd3.evaluate` trains on)."
         return ImageSet(self.images, self.labels, classes=self.classes)
 
+# %% ../nbs/17_export.ipynb #70bdf86d
 def is_distilled(path:str|Path) -> bool:
     "Whether `path` is a folder written by `export_distilled` or a tensor pack (a .safetensors file)."
     p = Path(path)
     return (p.is_file() and p.suffix == '.safetensors') or (p.is_dir() and (p/METADATA_FILE).is_file())
 
+# %% ../nbs/17_export.ipynb #1b558d95
 def _load_pack(path:Path) -> DistilledSet:
     tensors, meta = load_tensors(path)
     if meta.get('provenance', {}).get('format') != DISTILLED_FORMAT or 'images' not in tensors:
