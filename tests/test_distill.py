@@ -27,7 +27,7 @@ def test_run_folder_holds_every_artefact(finished):
     assert len(pngs) == 5 * 10 * 2   # 5 methods (quick: seed 0 only), 10 classes, IPC 2
     assert man['images'] == {str(p.relative_to(out)): sha256_file(p) for p in pngs}
     assert (out / 'images' / 'mgd3' / 'seed0' / '7' / '1.png').exists()   # digit folders, <k>.png
-    assert mgd3.ModeSet.load(out / 'modes.safetensors').centroids.shape == (10, 2, 4, 8, 8)
+    assert mgd3.ModeSet.load(out / 'modes' / 'seed0.safetensors').centroids.shape == (10, 2, 4, 8, 8)
     m = json.loads((out / 'metrics.json').read_text())
     assert set(m['methods']) == set(mgd3.METHODS)
     acc = m['methods']['mgd3']['accuracy']['convnet3']
@@ -58,7 +58,7 @@ def test_resume_after_losing_each_stage_reproduces_the_same_bytes(finished, tiny
     (run / 'manifest.json').write_text(json.dumps(man))
     # as if interrupted: a latent shard, the modes, some images, an evaluation, the metrics and a figure are missing
     next((run / 'latents').rglob('class_0003_*.safetensors')).unlink()
-    (run / 'modes.safetensors').unlink()
+    (run / 'modes' / 'seed0.safetensors').unlink()
     shutil.rmtree(run / 'images' / 'mgd3' / 'seed0' / '4'); (run / 'images' / 'unguided' / 'seed0' / '0' / '1.png').unlink()
     (run / 'images' / 'random_real' / 'seed0' / 'done.json').unlink()
     (run / 'eval' / 'mgd3' / 'seed0' / 'convnet3.json').unlink()
@@ -69,6 +69,6 @@ def test_resume_after_losing_each_stage_reproduces_the_same_bytes(finished, tiny
         if k.startswith('eval/'):   # the same numbers; only the wall time differs
             a, b = json.loads(again[k]), json.loads(ref[k]); a.pop('seconds'); b.pop('seconds')
             assert a == b, k
-        elif k.startswith(('images/', 'latents/')) or k in ('modes.safetensors', 'metrics.json'):
+        elif k.startswith(('images/', 'latents/')) or k in ('modes/seed0.safetensors', 'metrics.json'):
             assert again[k] == ref[k], k
     assert json.loads(again['manifest.json'])['images'] == json.loads(ref['manifest.json'])['images']
