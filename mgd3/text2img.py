@@ -13,10 +13,11 @@ from .core import pick_device
 from .latents import encode_latents, decode_latents
 
 # %% auto #0
-__all__ = ['SD_STOP_T', 'SD_GUIDANCE_SCALE', 'TextBackbone', 'encode_prompts', 'load_text_backbone', 'tiny_text_backbone_folder']
+__all__ = ['SD_STOP_T', 'SD_STOP_TIMESTEP', 'SD_GUIDANCE_SCALE', 'SD_SAVE_SIZE', 'TextBackbone', 'encode_prompts',
+           'load_text_backbone', 'tiny_text_backbone_folder']
 
-# %% ../nbs/06a_text2img.ipynb #ddedf7f8
-SD_STOP_T, SD_GUIDANCE_SCALE = 24, 8.0
+# %% ../nbs/06a_text2img.ipynb #bc45e217
+SD_STOP_T, SD_STOP_TIMESTEP, SD_GUIDANCE_SCALE, SD_SAVE_SIZE = 24, 500, 8.0, 256
 
 @dataclass(eq=False)
 class TextBackbone:
