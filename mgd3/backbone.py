@@ -66,7 +66,7 @@ def _tiny_mnist(): return {'source': ASSETS_DIR/'tiny-mnist', 'vae': None, 'time
 def _dit_xl_2_256():
     return {'source': 'facebook/DiT-XL-2-256', 'vae': 'stabilityai/sd-vae-ft-mse', 'timestep_features': 'dit'}
 
-# %% ../nbs/04_backbone.ipynb #7f1e6f68
+# %% ../nbs/04_backbone.ipynb #943f7a2d
 _HUB_ID = re.compile(r'^[\w.\-]+/[\w.\-]+$')
 _LOCAL_HELP = ("To use local weights, pass a folder written by `DiTPipeline.save_pretrained` (model_index.json, "
                "transformer/, vae/, scheduler/) and, for a separate VAE, `vae=` a folder written by "
@@ -87,11 +87,12 @@ def _folder(name_or_path:str|Path) -> Path:
     "The local folder holding `name_or_path` (an existing folder, or a hub id)."
     p = Path(name_or_path).expanduser()
     if p.is_dir(): return p
-    if isinstance(name_or_path, str) and _HUB_ID.match(name_or_path) and not p.exists(): return _hub_folder(name_or_path)
+    if isinstance(name_or_path, str) and _HUB_ID.match(name_or_path) and not p.exists():
+        return _hub_folder(name_or_path)
     raise FileNotFoundError(f"no backbone folder {str(name_or_path)!r}: it is not a folder, not a registered name "
                             f"({', '.join(list_backbones())}) and not a hub id (owner/name). " + _LOCAL_HELP)
 
-# %% ../nbs/04_backbone.ipynb #ae0f14c5
+# %% ../nbs/04_backbone.ipynb #25d478d6
 TIMESTEP_FEATURES = {'dit': 0, 'diffusers': 1}   # name → `downscale_freq_shift` of diffusers' `Timesteps`
 FEATURES_KEY = '_mgd3_timestep_features'   # the model_index.json key by which a folder declares its features
 ORIGINAL_DIT_HUB_IDS = ('facebook/DiT-XL-2-256', 'facebook/DiT-XL-2-512')   # converted from the original DiT code
@@ -117,6 +118,7 @@ def set_timestep_features(transformer, # a class-conditional `DiTTransformer2DMo
                              f"(flip_sin_to_cos={p.flip_sin_to_cos}, scale={p.scale}); leave timestep_features=None")
         p.downscale_freq_shift = TIMESTEP_FEATURES[features]
 
+# %% ../nbs/04_backbone.ipynb #ae10bafb
 def get_timestep_features(transformer) -> str:
     "Which timestep features `transformer` computes now: 'dit' or 'diffusers'."
     shifts = {p.downscale_freq_shift for p in _time_projections(transformer)}
@@ -151,7 +153,7 @@ def _declared_features(source:str|Path, # the registered entry's source, the fol
     return check_choice(f'{FEATURES_KEY} in {index}', declared, tuple(TIMESTEP_FEATURES),
                         hint='fix it with declare_timestep_features(folder, ...)')
 
-# %% ../nbs/04_backbone.ipynb #e2afb7bd
+# %% ../nbs/04_backbone.ipynb #3757a87b
 def _vae_folder(vae:str|Path) -> tuple[Path, str|None]:
     "The folder and subfolder of an AutoencoderKL given as a folder, a pipeline folder or a hub id."
     f = _folder(vae)
@@ -181,8 +183,8 @@ def load_backbone(name_or_path:str|Path, # a registered name ('tiny-mnist'), a D
         source, vae = entry['source'], entry['vae'] if vae is None else vae
         if isinstance(source, Path) and not source.is_dir():
             raise FileNotFoundError(f"the registered backbone {name!r} should be at {source}, which does not exist; "
-                                    "reinstall mgd3, or rebuild it (`mgd3.tiny_mnist.train_tiny_mnist(folder)`) and pass "
-                                    "that folder")
+                                    "reinstall mgd3, or rebuild it (`mgd3.tiny_mnist.train_tiny_mnist(folder)`) "
+                                    "and pass that folder")
     else: source = name_or_path
     folder, dtype, device = _folder(source), dtype or torch.float32, pick_device(device)
     need = ['transformer', 'scheduler'] + (['vae'] if vae is None else [])

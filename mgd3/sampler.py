@@ -20,7 +20,7 @@ __all__ = ['SAMPLERS', 'authors_timesteps', 'sampling_timesteps', 'DDPMCoefficie
            'ModeGuidance', 'sample_ddpm', 'sample_ddim', 'SamplerSettings', 'Generated', 'check_generate_args',
            'generate', 'ImageJob', 'to_uint8', 'write_images', 'generate_to_folder']
 
-# %% ../nbs/06_sampler.ipynb #52aed0ba
+# %% ../nbs/06_sampler.ipynb #29bcd5b4
 def authors_timesteps(num_train_timesteps:int=1000, # T of the trained model
                       num_inference_steps:int=50, # how many steps to sample with
                      ) -> list[int]:
@@ -34,6 +34,7 @@ def authors_timesteps(num_train_timesteps:int=1000, # T of the trained model
         position += stride
     return sorted(set(steps), reverse=True)
 
+# %% ../nbs/06_sampler.ipynb #3d7841c8
 def sampling_timesteps(scheduler, # a diffusers scheduler
                        num_inference_steps:int, # number of sampling steps
                        spacing:str='authors', # "authors" (ADM respacing) or "scheduler" (the scheduler's own)
@@ -41,7 +42,8 @@ def sampling_timesteps(scheduler, # a diffusers scheduler
     "The descending timesteps a sampler visits; ADM's respacing where the scheduler accepts a custom list."
     T = scheduler.config.num_train_timesteps
     if spacing == 'authors' and isinstance(scheduler, DDPMScheduler): return authors_timesteps(T, num_inference_steps)
-    if spacing not in ('authors', 'scheduler'): raise ValueError(f"unknown spacing {spacing!r}; use 'authors' or 'scheduler'")
+    if spacing not in ('authors', 'scheduler'):
+        raise ValueError(f"unknown spacing {spacing!r}; use 'authors' or 'scheduler'")
     scheduler.set_timesteps(num_inference_steps)
     return [int(t) for t in scheduler.timesteps]
 
@@ -80,7 +82,7 @@ def mode_guidance(x0:torch.Tensor, # predicted clean latents x̂₀ [B, C, H, W]
     "The mode-guidance term weight · (m_k − x̂₀) (paper Eq. 5, pulling toward the mode)."
     return weight * (modes - x0)
 
-# %% ../nbs/06_sampler.ipynb #c74ec285
+# %% ../nbs/06_sampler.ipynb #770ddcc1
 @dataclass
 class StepOutput:
     "One reverse step's results (diffusers' `SchedulerOutput` fields)."
@@ -97,7 +99,7 @@ def ddpm_guided_step(coefs:DDPMCoefficients, # the chain's coefficients
                      modes:torch.Tensor|None=None, # m_k per image, or None for no mode guidance
                      mode_guidance_scale:float=0.0, # λ (0 = plain DDPM)
                      noise:torch.Tensor|None=None, # z for this step (ignored at the last step)
-                     x0_clip:float|None=None, # clamp x̂₀ to ±x0_clip inside the guidance term only (None: as the authors)
+                     x0_clip:float|None=None, # clamp x̂₀ to ±x0_clip in the guidance term only (None: as the authors)
                     ) -> StepOutput:
     "One DDPM reverse step with optional mode guidance (paper Eq. 5, in the authors' code's form)."
     sab, s1m = _at(coefs.alpha_bar, i, x).sqrt(), (1 - _at(coefs.alpha_bar, i, x)).sqrt()
@@ -303,7 +305,7 @@ class Generated:
     labels: torch.Tensor # [N] class ids
     seeds: list[int] # the seed of each image's generator
 
-# %% ../nbs/06_sampler.ipynb #2c5cf097
+# %% ../nbs/06_sampler.ipynb #f7235f04
 def check_generate_args(backbone, # the backbone to sample
                         labels:torch.Tensor, # [N] class ids
                         seeds:list[int], # one per image
@@ -321,7 +323,8 @@ def check_generate_args(backbone, # the backbone to sample
     if settings.variance == 'learned' and settings.sampler == 'ddpm' and not backbone.learned_sigma:
         raise ValueError("variance='learned' needs a model that predicts its variance; pass variance='scheduler'")
     if settings.guidance_scale != 1 and backbone.null_class is None:
-        raise ValueError("classifier-free guidance needs a null class but this backbone has none; pass guidance_scale=1")
+        raise ValueError("classifier-free guidance needs a null class but this backbone has none; "
+                         "pass guidance_scale=1")
     check_int('batch_size', batch_size, min=1)
     if modes is not None:
         settings.check_stop_t()

@@ -64,7 +64,7 @@ class TextBackbone:
             return out, None
         return denoise
 
-# %% ../nbs/06a_text2img.ipynb #959ff070
+# %% ../nbs/06a_text2img.ipynb #c3a810cc
 def encode_prompts(tokenizer, # a CLIP tokenizer
                    text_encoder, # a CLIP text model
                    prompts:Sequence[str], # one prompt per row
@@ -96,7 +96,8 @@ def load_text_backbone(name_or_path:str|Path, # a StableDiffusionPipeline folder
     del te
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder='unet', torch_dtype=dtype,
                                                 use_safetensors=True).to(device).eval()
-    vae = AutoencoderKL.from_pretrained(folder, subfolder='vae', torch_dtype=dtype, use_safetensors=True).to(device).eval()
+    vae = AutoencoderKL.from_pretrained(folder, subfolder='vae', torch_dtype=dtype,
+                                        use_safetensors=True).to(device).eval()
     scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(folder, subfolder='scheduler'), clip_sample=False,
                                           variance_type='fixed_small', prediction_type='epsilon')
     for m in (unet, vae): m.requires_grad_(False)
@@ -107,13 +108,16 @@ def load_text_backbone(name_or_path:str|Path, # a StableDiffusionPipeline folder
                         image_size=s * 2 ** (len(vae.config.block_out_channels) - 1),
                         image_channels=vae.config.in_channels, name=str(name_or_path))
 
-# %% ../nbs/06a_text2img.ipynb #63579425
+# %% ../nbs/06a_text2img.ipynb #fc305e77
 def _byte_alphabet() -> list[str]:
     "GPT-2/CLIP's printable stand-ins for the 256 byte values."
     bs = list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1)) + list(range(ord('®'), ord('ÿ') + 1))
     cs, n = bs[:], 0
     for b in range(256):
-        if b not in bs: bs.append(b); cs.append(256 + n); n += 1
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
     return [chr(c) for c in cs]
 
 def tiny_text_backbone_folder(root:str|Path, # where to write the pipeline (root/'sd')
