@@ -47,7 +47,7 @@ def sampling_timesteps(scheduler, # a diffusers scheduler
     scheduler.set_timesteps(num_inference_steps)
     return [int(t) for t in scheduler.timesteps]
 
-# %% ../nbs/06_sampler.ipynb #43d6f6ea
+# %% ../nbs/06_sampler.ipynb #ff1a820f
 @dataclass(frozen=True)
 class DDPMCoefficients:
     "Per-step float64 quantities of a (respaced) DDPM chain, indexed by sampling step."
@@ -59,6 +59,7 @@ class DDPMCoefficients:
     coef_x0: torch.Tensor        # [S] posterior-mean coefficient of x̂₀
     coef_xt: torch.Tensor        # [S] posterior-mean coefficient of x_t
 
+# %% ../nbs/06_sampler.ipynb #a0a2a833
 def ddpm_coefficients(scheduler, # a diffusers scheduler with `betas` (DDPM/DDIM family)
                       timesteps:Sequence[int], # descending timesteps to visit
                      ) -> DDPMCoefficients:
@@ -82,13 +83,14 @@ def mode_guidance(x0:torch.Tensor, # predicted clean latents x̂₀ [B, C, H, W]
     "The mode-guidance term weight · (m_k − x̂₀) (paper Eq. 5, pulling toward the mode)."
     return weight * (modes - x0)
 
-# %% ../nbs/06_sampler.ipynb #770ddcc1
+# %% ../nbs/06_sampler.ipynb #caddc78b
 @dataclass
 class StepOutput:
     "One reverse step's results (diffusers' `SchedulerOutput` fields)."
     prev_sample: torch.Tensor
     pred_original_sample: torch.Tensor
 
+# %% ../nbs/06_sampler.ipynb #8d2932a1
 def _at(v:torch.Tensor, i:int, x:torch.Tensor) -> torch.Tensor: return v[i].to(device=x.device, dtype=x.dtype)
 
 def ddpm_guided_step(coefs:DDPMCoefficients, # the chain's coefficients
