@@ -4,7 +4,9 @@ must then show that class's mode panel, pixel for pixel the one `mgd3.explore.pa
 
 Slow (a browser, a voila server and a kernel): run it with MGD3_RUN_SLOW=1 after installing the browser:
     apt-get install -y chromium chromium-driver && pip install -e ".[dev]"
-MGD3_EXPLORER_RUN=<run folder> shows that run instead of a tiny one; MGD3_SCREENSHOT=<file.png> keeps the
+Run it with the Python voila is installed in: a `--system-site-packages` virtual environment does not see the base
+install's `share/jupyter`, where voila's templates are, and voila then stops with "No template sub-directory with name
+'lab'". MGD3_EXPLORER_RUN=<run folder> shows that run instead of a tiny one; MGD3_SCREENSHOT=<file.png> keeps the
 browser's screenshot there (docs/explorer.png was made so, over a quick run with the embedded backbone)."""
 import base64, io, os, shutil, socket, subprocess, time, urllib.request
 from pathlib import Path
