@@ -25,7 +25,7 @@ def param(default, # the parameter's default value (the paper's, where the paper
     "A `DistillConfig` field with its help text."
     return field(default=default, metadata={'help': help})
 
-# %% ../nbs/11_config.ipynb #be36d667
+# %% ../nbs/11_config.ipynb #8b88e6ca
 METHODS = ('random_real', 'mode_discovery_only', 'unguided', 'mgd3_no_stop', 'mgd3')   # what a default run makes
 NOT_RESULTS = ('batch_size', 'device', 'out_dir', 'lock')   # change no image or number: not compared on resume
 LOCK_MODES = ('wait', 'fail')   # what a run does when another process is writing its out_dir
@@ -99,13 +99,14 @@ class DistillConfig:
         if bad: raise ValueError(f"unknown methods {bad}; valid ones: {list_methods()}")
         bad = [n for n in check_list('nets', self.nets, item=check_str, distinct=True) if n not in list_evalnets()]
         if bad: raise ValueError(f"unknown evaluation nets {bad}; valid ones: {list_evalnets()}")
-        if self.epochs is not None: check_int('epochs', self.epochs, min=1, hint='or None (the protocol\'s epochs)')
+        if self.epochs is not None:
+            check_int('epochs', self.epochs, min=1, hint="pass epochs >= 1, or None (the protocol's epochs)")
         check_choice('mode_method', self.mode_method, list_mode_methods())
-        check_int('batch_size', self.batch_size, min=1)
+        check_int('batch_size', self.batch_size, min=1, hint='pass images sampled together, e.g. 64')
         check_bool('quick', self.quick)
         check_str('backbone', self.backbone, hint="pass a registered name, a DiTPipeline folder or 'sd:<folder>'")
         for name in ('data_root', 'vae', 'teacher'):
-            if getattr(self, name) is not None: check_path(name, getattr(self, name), hint=f'or {name}=None')
+            if getattr(self, name) is not None: check_path(name, getattr(self, name), hint='pass a path, or None')
         check_path('out_dir', self.out_dir, hint='pass the run folder, or None for runs/<dataset>-ipc<ipc>')
         if self.device is not None: pick_device(self.device)
         check_choice('lock', self.lock, LOCK_MODES, hint="'wait' queues behind the other run, 'fail' stops at once")

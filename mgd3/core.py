@@ -21,7 +21,7 @@ __all__ = ['ASSETS_DIR', 'SEED_MAX', 'pick_device', 'pick_dtype', 'item_seed', '
            'check_path', 'check_seed', 'NonFiniteError', 'check_tensor', 'check_labels', 'package_versions',
            'device_info', 'Manifest']
 
-# %% ../nbs/00_core.ipynb #562d2d7f
+# %% ../nbs/00_core.ipynb #f1773b64
 _DEVICE_TYPES = ('cpu', 'cuda', 'mps')
 
 def pick_device(device:str|torch.device|None=None, # "cpu", "cuda", "cuda:1", "mps", or None for the best available
@@ -32,19 +32,23 @@ def pick_device(device:str|torch.device|None=None, # "cpu", "cuda", "cuda:1", "m
             raise TypeError(f"device must be a name such as 'cpu' or 'cuda:0' (or None), got {device!r}")
         try: dev = torch.device(device)
         except (RuntimeError, ValueError) as e:
-            raise ValueError(f"device {device!r} is not a device name; pass 'cpu', 'cuda', 'cuda:1', 'mps' or None") from e
+            raise ValueError(f"device {device!r} is not a device name; pass 'cpu', 'cuda', 'cuda:1', 'mps' or "
+                             "None") from e
         if dev.type not in _DEVICE_TYPES:
             raise ValueError(f"device {device!r} is not one mgd3 runs on; use one of {list(_DEVICE_TYPES)} (or None)")
         if dev.type == 'cuda' and not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; pass device='cpu' or None")
+            raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; pass device='cpu' or "
+                             "None")
         if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {str(device)!r} does not exist ({torch.cuda.device_count()} CUDA devices); pass "
                              "device='cuda' or None")
         if dev.type == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
-            raise ValueError(f"device {str(device)!r} was requested but MPS is not available; pass device='cpu' or None")
+            raise ValueError(f"device {str(device)!r} was requested but MPS is not available; pass device='cpu' or "
+                             "None")
         return dev
     if torch.cuda.is_available(): return torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+        return torch.device('mps')
     return torch.device('cpu')
 
 # %% ../nbs/00_core.ipynb #0eade291
@@ -289,7 +293,7 @@ class Registry:
     def items(self): return [(n, self._entries[n]) for n in self.list()]
     def __repr__(self) -> str: return f"Registry({self.kind!r}, {self.list()})"
 
-# %% ../nbs/00_core.ipynb #08ecdbbb
+# %% ../nbs/00_core.ipynb #186d616e
 def _fix(hint:str) -> str: return f"; {hint}" if hint else ''
 
 def check_int(name:str, # the parameter's name, used in the message
@@ -299,23 +303,25 @@ def check_int(name:str, # the parameter's name, used in the message
              ) -> int:
     "`value` as an int if it is an integer (not a bool, not a float) within [min, max]; else mgd3's own error."
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}){_fix(hint)}")
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}){_fix(hint or 'pass an int')}")
     value = int(value)
     if (min is not None and value < min) or (max is not None and value > max):
         lo, hi = ('-inf' if min is None else min), ('inf' if max is None else max)
-        raise ValueError(f"{name}={value} is outside [{lo}, {hi}]{_fix(hint)}")
+        raise ValueError(f"{name}={value} is outside [{lo}, {hi}]{_fix(hint or 'pass a value in that range')}")
     return value
 
-# %% ../nbs/00_core.ipynb #b0a7412d
+# %% ../nbs/00_core.ipynb #a54ba817
 def check_float(name:str, value, *, min:float|None=None, max:float|None=None, hint:str='') -> float:
     "`value` as a float if it is a finite real number (ints allowed, bools not) within [min, max]."
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}){_fix(hint)}")
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})"
+                        f"{_fix(hint or 'pass a finite number')}")
     value = float(value)
-    if not math.isfinite(value): raise ValueError(f"{name} must be finite, got {value}{_fix(hint)}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}{_fix(hint or 'pass a finite number')}")
     if (min is not None and value < min) or (max is not None and value > max):
         lo, hi = ('-inf' if min is None else min), ('inf' if max is None else max)
-        raise ValueError(f"{name}={value} is outside [{lo}, {hi}]{_fix(hint)}")
+        raise ValueError(f"{name}={value} is outside [{lo}, {hi}]{_fix(hint or 'pass a value in that range')}")
     return value
 
 # %% ../nbs/00_core.ipynb #d2fc8560
@@ -326,12 +332,12 @@ def check_choice(name:str, value, choices:Sequence, hint:str='') -> Any:
     if not ok: raise ValueError(f"unknown {name} {value!r}; use one of {list(choices)}{_fix(hint)}")
     return value
 
-# %% ../nbs/00_core.ipynb #1f25b098
+# %% ../nbs/00_core.ipynb #b8079adb
 def check_list(name:str, values, *, item:Callable|None=None, distinct:bool=False, hint:str='') -> tuple:
     "A non-empty list/tuple (a single str or int becomes a 1-tuple) whose items pass `item(name, v)`, as a tuple."
     if isinstance(values, (str, numbers.Integral)) and not isinstance(values, bool): values = (values,)
     if not isinstance(values, (list, tuple)):
-        raise TypeError(f"{name} must be a list, got {values!r} ({type(values).__name__}){_fix(hint)}")
+        raise TypeError(f"{name} must be a list, got {values!r} ({type(values).__name__}){_fix(hint or 'pass a list')}")
     if not values: raise ValueError(f"{name} is empty; pass at least one value{_fix(hint)}")
     out = tuple(item(f"{name}[{i}]", v) if item else v for i, v in enumerate(values))
     dup = []
@@ -340,17 +346,18 @@ def check_list(name:str, values, *, item:Callable|None=None, distinct:bool=False
     if distinct and dup: raise ValueError(f"{name} lists {dup} more than once; pass distinct values{_fix(hint)}")
     return out
 
-# %% ../nbs/00_core.ipynb #40ad6f5e
+# %% ../nbs/00_core.ipynb #fe60ee5b
 def check_bool(name:str, value, hint:str='') -> bool:
     "`value` if it is True or False (not 0/1, not a string); else mgd3's own TypeError."
-    if not isinstance(value, bool): raise TypeError(f"{name} must be True or False, got {value!r}{_fix(hint)}")
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}{_fix(hint or 'pass a bool')}")
     return value
 
 def check_str(name:str, value, hint:str='') -> str:
     "`value` if it is a non-empty string; else mgd3's own TypeError/ValueError."
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, got {value!r} ({type(value).__name__}){_fix(hint)}")
-    if not value.strip(): raise ValueError(f"{name} is an empty string{_fix(hint)}")
+        raise TypeError(f"{name} must be a string, got {value!r} ({type(value).__name__}){_fix(hint or 'pass a name')}")
+    if not value.strip(): raise ValueError(f"{name} is an empty string{_fix(hint or 'pass a name')}")
     return value
 
 def check_path(name:str, value, hint:str='') -> str:
@@ -358,8 +365,9 @@ def check_path(name:str, value, hint:str='') -> str:
     if isinstance(value, os.PathLike): value = os.fspath(value)
     if isinstance(value, bytes) or not isinstance(value, str):
         raise TypeError(f"{name} must be a path (str or pathlib.Path), got {value!r} ({type(value).__name__})"
-                        f"{_fix(hint)}")
-    if not value.strip() or '\x00' in value: raise ValueError(f"{name}={value!r} is not a usable path{_fix(hint)}")
+                        f"{_fix(hint or 'pass a folder')}")
+    if not value.strip() or '\x00' in value:
+        raise ValueError(f"{name}={value!r} is not a usable path{_fix(hint or 'pass a folder')}")
     return value
 
 # %% ../nbs/00_core.ipynb #0135b4e2
@@ -371,7 +379,7 @@ def check_seed(name:str, value, *,
     "`value` if it is an int seed in [0, max]; else mgd3's own TypeError/ValueError."
     return check_int(name, value, min=0, max=max, hint=hint or f'pass a seed in [0, {max}]')
 
-# %% ../nbs/00_core.ipynb #ffb14cf1
+# %% ../nbs/00_core.ipynb #89e07735
 class NonFiniteError(ValueError):
     "A tensor holds NaN or infinite values where mgd3 needs finite numbers."
 
@@ -382,18 +390,18 @@ def check_tensor(name:str, value, *,
                  hint:str='') -> torch.Tensor:
     "`value` if it is a tensor of a real dtype, the given dimensions and (by default) finite; else mgd3's own error."
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}{_fix(hint)}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}{_fix(hint or 'pass a tensor')}")
     ok = value.is_floating_point() or (not floating and not value.is_complex() and value.dtype != torch.bool)
     if not ok:
         kind = 'a floating-point' if floating else 'a real (not bool)'
         raise TypeError(f"{name} must be {kind} tensor, got dtype {value.dtype}{_fix(hint)}")
     dims = (ndim,) if isinstance(ndim, int) else ndim
     if dims is not None and value.ndim not in dims:
-        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, got shape {tuple(value.shape)}"
-                         f"{_fix(hint)}")
+        allowed = ' or '.join(map(str, dims)) if len(dims) < 3 else f"{min(dims)} to {max(dims)}"
+        raise ValueError(f"{name} must have {allowed} dimensions, got shape {tuple(value.shape)}{_fix(hint)}")
     if finite and value.is_floating_point() and not torch.isfinite(value).all():
         n = int((~torch.isfinite(value)).sum())
-        raise NonFiniteError(f"{name} holds {n} NaN or infinite values{_fix(hint)}")
+        raise NonFiniteError(f"{name} holds {n} NaN or infinite values{_fix(hint or 'pass finite values')}")
     return value
 
 def check_labels(name:str, value, hint:str='') -> torch.Tensor:

@@ -263,7 +263,7 @@ def sample_ddim(denoise:Callable, x:torch.Tensor, labels:torch.Tensor,
         if callback is not None: callback(i, t, x, x0)
     return x
 
-# %% ../nbs/06_sampler.ipynb #db520429
+# %% ../nbs/06_sampler.ipynb #5e87e954
 SAMPLERS = ('ddpm', 'ddim')
 
 @dataclass(frozen=True)
@@ -282,19 +282,23 @@ class SamplerSettings:
     spacing: str|None = None # DDPM timesteps: "authors" (ADM respacing), "scheduler"; None: the backbone's
 
     def __post_init__(self):
-        lam = check_float('mode_guidance_scale', self.mode_guidance_scale)
+        lam = check_float('mode_guidance_scale', self.mode_guidance_scale,
+                          hint="pass a finite λ such as the paper's 0.1")
         if lam < 0: raise ValueError(f"mode_guidance_scale (λ) must be >= 0, got {lam}; pass 0 (no mode guidance) "
                                      "or e.g. the paper's 0.1")
         n = check_int('num_inference_steps', self.num_inference_steps, min=1, max=1000,
                       hint='pass a step count such as the paper\'s 50')
-        if check_int('stop_t', self.stop_t) < 0: self.check_stop_t()
-        s = check_float('guidance_scale', self.guidance_scale)
-        if s < 1: raise ValueError(f"guidance_scale must be >= 1 (1 = no classifier-free guidance), got {s}")
+        if check_int('stop_t', self.stop_t, hint="pass a step index such as the paper's 25") < 0: self.check_stop_t()
+        s = check_float('guidance_scale', self.guidance_scale, hint="pass a finite scale such as the paper's 4.0")
+        if s < 1: raise ValueError(f"guidance_scale must be >= 1 (1 = no classifier-free guidance), got {s}; pass 1 "
+                                   "or more")
         check_choice('sampler', self.sampler, SAMPLERS)
         check_choice('variance', self.variance, ('learned', 'scheduler'))
-        if self.cfg_channels is not None: check_int('cfg_channels', self.cfg_channels, min=1)
-        if self.x0_clip is not None: check_float('x0_clip', self.x0_clip, min=1e-6, hint='or None (no clamp)')
-        check_int('chunk_size', self.chunk_size, min=1)
+        if self.cfg_channels is not None:
+            check_int('cfg_channels', self.cfg_channels, min=1, hint='pass 3 (original DiT) or None (all channels)')
+        if self.x0_clip is not None:
+            check_float('x0_clip', self.x0_clip, min=1e-6, hint='pass a positive bound such as 5.0, or None (no clamp)')
+        check_int('chunk_size', self.chunk_size, min=1, hint='pass images per network call, e.g. 64')
         check_choice('precision', self.precision, ('fp32', 'bf16', 'fp16'))
         if self.spacing is not None: check_choice('spacing', self.spacing, ('authors', 'scheduler'))
         for name in ('mode_guidance_scale', 'guidance_scale'):   # one type per field: 1 and 1.0 are the same setting
@@ -315,17 +319,18 @@ class Generated:
     labels: torch.Tensor # [N] class ids
     seeds: list[int] # the seed of each image's generator
 
-# %% ../nbs/06_sampler.ipynb #7ad32eb9
+# %% ../nbs/06_sampler.ipynb #bbb49b68
 def _settings(settings:SamplerSettings|None, overrides:dict) -> SamplerSettings:
     "The sampler settings of a `generate` call: `settings` (default: the paper's) with `overrides` applied."
     if settings is not None and not isinstance(settings, SamplerSettings):
-        raise TypeError(f"settings must be a SamplerSettings (or None), got {type(settings).__name__}")
+        raise TypeError(f"settings must be a SamplerSettings (or None), got {type(settings).__name__}; pass "
+                        "SamplerSettings(...) or its fields as keywords")
     names = list(SamplerSettings.__dataclass_fields__)
     bad = sorted(set(overrides) - set(names))
     if bad: raise TypeError(f"unknown sampler settings {bad}; valid ones: {names}")
     return replace(settings or SamplerSettings(), **overrides)
 
-# %% ../nbs/06_sampler.ipynb #3f0f8604
+# %% ../nbs/06_sampler.ipynb #43a99be3
 def check_generate_args(backbone, # the backbone to sample
                         labels:torch.Tensor, # [N] class ids
                         seeds:list[int], # one per image
@@ -335,7 +340,7 @@ def check_generate_args(backbone, # the backbone to sample
                        ) -> None:
     "Check what `generate`'s inputs must satisfy together, with messages that name the problem and the fix."
     if not all(hasattr(backbone, a) for a in ('num_classes', 'null_class', 'latent_shape', 'scheduler', 'decode')):
-        raise TypeError(f"backbone must be a Backbone (mgd3.load_backbone), got {type(backbone).__name__}")
+        raise TypeError(f"backbone must be a Backbone, got {type(backbone).__name__}; pass mgd3.load_backbone(...)")
     n = len(labels)
     if n == 0: raise ValueError("labels is empty: pass at least one class id to generate")
     if len(seeds) != n: raise ValueError(f"got {len(seeds)} seeds for {n} labels: pass one seed per image")
@@ -354,7 +359,7 @@ def check_generate_args(backbone, # the backbone to sample
             raise ValueError(f"modes has shape {tuple(modes.shape)}; expected one latent per image, "
                              f"{(n, *backbone.latent_shape)} (for a ModeSet, index its centroids by each image's "
                              "class and mode)")
-        check_tensor('modes', modes, hint='rebuild them (discover_modes) from finite latents')
+        check_tensor('modes', modes, hint='pass finite modes: build them with discover_modes from finite latents')
 
 # %% ../nbs/06_sampler.ipynb #9bb7e690
 def generate(backbone, # a `Backbone` (see `load_backbone`)
