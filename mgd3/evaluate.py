@@ -511,7 +511,7 @@ def _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_c
         raise TypeError(f"teacher must be a Teacher, a teacher folder or 'mnist5k', got {type(teacher).__name__}; "
                         "pass one of those")
 
-# %% ../nbs/08_evaluate.ipynb #c3be524e
+# %% ../nbs/08_evaluate.ipynb #5c28d9e1
 def _test_transform_note(test, image_size:int, test_resize:int|None) -> str:
     r = test_resize or image_size
     if isinstance(test, (str, Path)): return f"resize {r}, centre crop {image_size}"
@@ -536,6 +536,7 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
             ) -> EvalResult:
     "Train `net` on `train` with the hard- or soft-label protocol and test on `test`; best and final accuracy."
     _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_classes, generation_seed, log)
+    explicit_classes = num_classes
     cfg = get_eval_config(preset, protocol=protocol, **overrides)
     device = pick_device(device)
     train = as_image_set(train, name='train')
@@ -548,6 +549,9 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
     if num_classes > len(train.labels):   # before any per-class tensor is made: every class needs a train image
         raise ValueError(f"{num_classes} classes but {len(train.labels)} train images; every class needs at least one "
                          "(relabel them 0..C-1, or pass num_classes=)")
+    if explicit_classes is not None and len(train.labels) and explicit_classes > int(train.labels.max()) + 1:
+        raise ValueError(f"num_classes={explicit_classes} but the train labels stop at {int(train.labels.max())}; "
+                         "every class needs train images: pass num_classes=None or relabel")
     check_image_sets(train, test, num_classes, image_size)
     ipc = int(torch.bincount(train.labels, minlength=num_classes).max())
     cfg = resolve_config(cfg, protocol=protocol, num_classes=num_classes, ipc=ipc, explicit=overrides)

@@ -263,7 +263,7 @@ def sample_ddim(denoise:Callable, x:torch.Tensor, labels:torch.Tensor,
         if callback is not None: callback(i, t, x, x0)
     return x
 
-# %% ../nbs/06_sampler.ipynb #5e87e954
+# %% ../nbs/06_sampler.ipynb #c64318c4
 SAMPLERS = ('ddpm', 'ddim')
 
 @dataclass(frozen=True)
@@ -298,7 +298,7 @@ class SamplerSettings:
             check_int('cfg_channels', self.cfg_channels, min=1, hint='pass 3 (original DiT) or None (all channels)')
         if self.x0_clip is not None:
             check_float('x0_clip', self.x0_clip, min=1e-6, hint='pass a positive bound such as 5.0, or None (no clamp)')
-        check_int('chunk_size', self.chunk_size, min=1, hint='pass images per network call, e.g. 64')
+        check_int('chunk_size', self.chunk_size, min=1, max=4096, hint='pass images per network call, e.g. 64')
         check_choice('precision', self.precision, ('fp32', 'bf16', 'fp16'))
         if self.spacing is not None: check_choice('spacing', self.spacing, ('authors', 'scheduler'))
         for name in ('mode_guidance_scale', 'guidance_scale'):   # one type per field: 1 and 1.0 are the same setting
