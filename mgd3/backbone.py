@@ -87,7 +87,7 @@ def _folder(name_or_path:str|Path) -> Path:
     raise FileNotFoundError(f"no backbone folder {str(name_or_path)!r}: it is not a folder, not a registered name "
                             f"({', '.join(list_backbones())}) and not a hub id (owner/name). " + _LOCAL_HELP)
 
-# %% ../nbs/04_backbone.ipynb #d1ad7b78
+# %% ../nbs/04_backbone.ipynb #596b69f2
 _MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def _check_backbone_args(name_or_path, vae, device, dtype) -> None:
@@ -97,7 +97,8 @@ def _check_backbone_args(name_or_path, vae, device, dtype) -> None:
     if vae is not None and not isinstance(vae, AutoencoderKL): check_path('vae', vae, hint='or an AutoencoderKL')
     pick_device(device)
     if dtype is not None and dtype not in _MODEL_DTYPES:
-        raise TypeError(f"dtype must be one of {list(_MODEL_DTYPES)} (or None for float32), got {dtype!r}")
+        raise TypeError(f"dtype must be one of {list(_MODEL_DTYPES)}, got {dtype!r}; pass e.g. torch.bfloat16, or None "
+                        "(float32)")
 
 # %% ../nbs/04_backbone.ipynb #ce892b05
 def _vae_folder(vae:str|Path) -> tuple[Path, str|None]:
