@@ -202,10 +202,11 @@ def sha256_file(path:str|Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
 
-# %% ../nbs/00_core.ipynb #20560116
+# %% ../nbs/00_core.ipynb #c5fa3b5d
 class IntegrityWarning(UserWarning):
     "A finished file of a run did not match the hash recorded when it was written (it is set aside and recomputed)."
 
+# %% ../nbs/00_core.ipynb #88fb17bc
 class Ledger:
     "The sha256 of every file written under `folder`, appended to `folder/hashes.jsonl` as each file is written."
     FILE = 'hashes.jsonl'
@@ -332,7 +333,7 @@ def check_choice(name:str, value, choices:Sequence, hint:str='') -> Any:
     if not ok: raise ValueError(f"unknown {name} {value!r}; use one of {list(choices)}{_fix(hint)}")
     return value
 
-# %% ../nbs/00_core.ipynb #b8079adb
+# %% ../nbs/00_core.ipynb #e7d5f62d
 def check_list(name:str, values, *, item:Callable|None=None, distinct:bool=False, hint:str='') -> tuple:
     "A non-empty list/tuple (a single str or int becomes a 1-tuple) whose items pass `item(name, v)`, as a tuple."
     if isinstance(values, (str, numbers.Integral)) and not isinstance(values, bool): values = (values,)
@@ -343,16 +344,18 @@ def check_list(name:str, values, *, item:Callable|None=None, distinct:bool=False
     dup = []
     for v in out:
         if out.count(v) > 1 and v not in dup: dup.append(v)
-    if distinct and dup: raise ValueError(f"{name} lists {dup} more than once; pass distinct values{_fix(hint)}")
+    if distinct and dup:
+        raise ValueError(f"{name} lists {dup} more than once{_fix(hint or 'pass distinct values')}")
     return out
 
-# %% ../nbs/00_core.ipynb #fe60ee5b
+# %% ../nbs/00_core.ipynb #2dec4121
 def check_bool(name:str, value, hint:str='') -> bool:
     "`value` if it is True or False (not 0/1, not a string); else mgd3's own TypeError."
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}{_fix(hint or 'pass a bool')}")
     return value
 
+# %% ../nbs/00_core.ipynb #e304f7b3
 def check_str(name:str, value, hint:str='') -> str:
     "`value` if it is a non-empty string; else mgd3's own TypeError/ValueError."
     if not isinstance(value, str):
@@ -360,6 +363,7 @@ def check_str(name:str, value, hint:str='') -> str:
     if not value.strip(): raise ValueError(f"{name} is an empty string{_fix(hint or 'pass a name')}")
     return value
 
+# %% ../nbs/00_core.ipynb #281a0901
 def check_path(name:str, value, hint:str='') -> str:
     "`value` as a string if it is a non-empty path (str or `os.PathLike`); else mgd3's own TypeError/ValueError."
     if isinstance(value, os.PathLike): value = os.fspath(value)
@@ -379,7 +383,7 @@ def check_seed(name:str, value, *,
     "`value` if it is an int seed in [0, max]; else mgd3's own TypeError/ValueError."
     return check_int(name, value, min=0, max=max, hint=hint or f'pass a seed in [0, {max}]')
 
-# %% ../nbs/00_core.ipynb #89e07735
+# %% ../nbs/00_core.ipynb #fd95868e
 class NonFiniteError(ValueError):
     "A tensor holds NaN or infinite values where mgd3 needs finite numbers."
 
@@ -394,7 +398,7 @@ def check_tensor(name:str, value, *,
     ok = value.is_floating_point() or (not floating and not value.is_complex() and value.dtype != torch.bool)
     if not ok:
         kind = 'a floating-point' if floating else 'a real (not bool)'
-        raise TypeError(f"{name} must be {kind} tensor, got dtype {value.dtype}{_fix(hint)}")
+        raise TypeError(f"{name} must be {kind} tensor, got dtype {value.dtype}{_fix(hint or 'pass x.float()')}")
     dims = (ndim,) if isinstance(ndim, int) else ndim
     if dims is not None and value.ndim not in dims:
         allowed = ' or '.join(map(str, dims)) if len(dims) < 3 else f"{min(dims)} to {max(dims)}"
@@ -404,17 +408,20 @@ def check_tensor(name:str, value, *,
         raise NonFiniteError(f"{name} holds {n} NaN or infinite values{_fix(hint or 'pass finite values')}")
     return value
 
+# %% ../nbs/00_core.ipynb #6fb49a3b
 def check_labels(name:str, value, hint:str='') -> torch.Tensor:
     "Class indices (a list/tuple of ints or a 1-D integer tensor/array) as a 1-D int64 tensor; else mgd3's own error."
     if isinstance(value, torch.Tensor) or (hasattr(value, 'dtype') and hasattr(value, 'shape')):
         t = torch.as_tensor(value) if not isinstance(value, torch.Tensor) else value
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}{_fix(hint)}")
-        if t.ndim != 1: raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}{_fix(hint)}")
+            raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}"
+                            f"{_fix(hint or 'pass int class ids')}")
+        if t.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}{_fix(hint or 'pass int class ids')}")
         return t.long()
     if not isinstance(value, (list, tuple, range)):
         raise TypeError(f"{name} must be a list of class indices or a 1-D integer tensor, got {type(value).__name__}"
-                        f"{_fix(hint)}")
+                        f"{_fix(hint or 'pass int class ids')}")
     for i, v in enumerate(value): check_int(f"{name}[{i}]", v, min=-2**63, max=2**63 - 1, hint=hint)
     return torch.tensor([int(v) for v in value], dtype=torch.long)
 

@@ -239,7 +239,7 @@ def verify_run(run:Run, # the run (opened with `Run.writer`: verification may mo
                                     IntegrityWarning, stacklevel=2)
     return bad
 
-# %% ../nbs/12_run.ipynb #62966893
+# %% ../nbs/12_run.ipynb #3ebf51b2
 def _train_counts(spec, root) -> list[int]:
     "Train images per class (the embedded dataset's, or the files of each class folder)."
     if spec.embedded: return np.bincount(load_mnist5k('train')[1].numpy(), minlength=spec.num_classes).tolist()
@@ -262,17 +262,17 @@ def disk_needed(run:Run, # the run
     other = 3 * spec.num_classes * cfg.ipc * per_latent + evals * 16384 + 8 * 2**20
     return {'latents': latents, 'images': todo * (math.prod(image_shape) + 1024), 'other': other}
 
-def _gib(n:int) -> str: return f"{n / 2**30:.2f} GiB ({n} bytes)"
+def _size(n:int) -> str: return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 def check_disk_space(run:Run, latent_shape:tuple, image_shape:tuple) -> dict[str, int]:
     "Raise OSError (ENOSPC) before a run starts when the free space is smaller than `disk_needed`; else its estimate."
     need = disk_needed(run, latent_shape, image_shape)
     free = shutil.disk_usage(run.folder).free
     if sum(need.values()) > free:
-        parts = ', '.join(f"{k} {v / 2**30:.2f} GiB" for k, v in need.items())
+        total, parts = sum(need.values()), ', '.join(f"{k} {_size(v)}" for k, v in need.items())
         raise OSError(errno.ENOSPC, f"not enough disk space for this run in {run.folder}: it needs about "
-                                    f"{_gib(sum(need.values()))} more ({parts}) but {_gib(free)} is free; free disk "
-                                    "space, or choose an out_dir on a larger disk")
+                                    f"{_size(total)} ({total} bytes) more ({parts}) but {_size(free)} ({free} bytes) "
+                                    "is free; free disk space, or choose an out_dir on a larger disk")
     return need
 
 # %% ../nbs/12_run.ipynb #5f4c4525

@@ -305,8 +305,8 @@ ROWS = [  # (id, what is wrong, setup(w) -> call, exception, regex naming the pr
     ('run-locked', 'a second distill on an out_dir another process is writing (lock=\'fail\')', _locked,
      mgd3.RunLockedError, r"run is being written by another mgd3 run \(pid \d+ on .*, since .*\); wait for it to finish"),
     ('disk-full-preflight', 'a disk with less free space than the run needs', _full_disk,
-     OSError, r"not enough disk space for this run in .*run: it needs about \d+\.\d+ GiB \(\d+ bytes\) more "
-     r"\(latents .* GiB, images .* GiB, other .* GiB\) but 0\.00 GiB \(5242880 bytes\) is free"),
+     OSError, r"not enough disk space for this run in .*run: it needs about [\d.]+ [MG]iB \(\d+ bytes\) more "
+     r"\(latents [\d.]+ [MG]iB, images [\d.]+ [MG]iB, other [\d.]+ [MG]iB\) but 5\.0 MiB \(5242880 bytes\) is free"),
 ]
 
 def _snapshot(*roots):

@@ -222,7 +222,7 @@ def test_disk_estimate_bounds_what_a_run_writes(ref):
 def test_a_full_disk_refuses_to_start(ref, tmp_path, monkeypatch):
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, 'disk_usage', lambda p: real(p)._replace(free=3 * 2**20))
-    with pytest.raises(OSError, match=r"needs about 0\.\d\d GiB \((\d+) bytes\) more .* but 0\.00 GiB \(3145728 bytes\) "
+    with pytest.raises(OSError, match=r"needs about [\d.]+ MiB \((\d+) bytes\) more .* but 3\.0 MiB \(3145728 bytes\) "
                                       r"is free; free disk space") as info:
         mgd3.distill(**_params(ref, tmp_path / 'run'))
     assert info.value.errno == 28
