@@ -383,10 +383,11 @@ def check_seed(name:str, value, *,
     "`value` if it is an int seed in [0, max]; else mgd3's own TypeError/ValueError."
     return check_int(name, value, min=0, max=max, hint=hint or f'pass a seed in [0, {max}]')
 
-# %% ../nbs/00_core.ipynb #fd95868e
+# %% ../nbs/00_core.ipynb #0d47343b
 class NonFiniteError(ValueError):
     "A tensor holds NaN or infinite values where mgd3 needs finite numbers."
 
+# %% ../nbs/00_core.ipynb #58e95a4b
 def check_tensor(name:str, value, *,
                  ndim:int|tuple|None=None, # the allowed number of dimensions (an int, a tuple of ints, or None: any)
                  floating:bool=True, # require a real floating-point dtype (else any real non-bool dtype)

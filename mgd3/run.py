@@ -21,10 +21,11 @@ from .config import DistillConfig
 # %% auto #0
 __all__ = ['RunLockedError', 'RunLock', 'Run', 'reused_files', 'verify_run', 'disk_needed', 'check_disk_space', 'open_run']
 
-# %% ../nbs/12_run.ipynb #a95d8b79
+# %% ../nbs/12_run.ipynb #da9f9166
 class RunLockedError(RuntimeError):
     "Another process is writing this run folder (raised with `lock='fail'`)."
 
+# %% ../nbs/12_run.ipynb #a434308f
 class RunLock:
     "An exclusive lock on a run folder for one writer; the OS releases it when the holder's process ends."
     def __init__(self, folder:str|Path, # the run folder (it must exist)
@@ -60,13 +61,14 @@ class RunLock:
         except OSError: pass
         self._lock.release()
 
-# %% ../nbs/12_run.ipynb #646416d0
+# %% ../nbs/12_run.ipynb #da00f390
 def _make_folder(out:Path) -> Path:
     "Create a run folder (and its parents), or mgd3's own error naming it."
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise OSError(f"cannot create out_dir {out}: {e.strerror}; pass a writable out_dir") from e
     return out
 
+# %% ../nbs/12_run.ipynb #41d3db45
 class Run:
     "One distillation run: its config, its folder's layout and its manifest."
     def __init__(self, config:DistillConfig, manifest:Manifest):
@@ -187,7 +189,7 @@ class Run:
             return load_text_backbone(cfg.backbone[3:], dataset_spec(cfg.dataset).class_names, device=device)
         return load_backbone(cfg.backbone, vae=cfg.vae, device=device)
 
-# %% ../nbs/12_run.ipynb #e7af4039
+# %% ../nbs/12_run.ipynb #bd29ea04
 _DATA_SUFFIXES = ('.png', '.json', '.safetensors')
 _DATA_FOLDERS = ('latents', 'images', 'eval', 'figures', 'modes')   # folders of files a resumed run reuses
 
@@ -201,12 +203,14 @@ def reused_files(run:Run) -> list[Path]:
     "The run's finished files that a resumed run would reuse, sorted."
     return sorted(p for p in run.folder.rglob('*') if p.is_file() and _reusable(p.relative_to(run.folder)))
 
+# %% ../nbs/12_run.ipynb #a2d4754a
 def _set_aside(path:Path) -> Path:
     "Rename `path` to `.<name>.<sha256[:8]>.rejected` beside it (a name no reader takes for data)."
     aside = path.with_name(f".{path.name}.{sha256_file(path)[:8]}.rejected")
     os.replace(path, aside)
     return aside
 
+# %% ../nbs/12_run.ipynb #3bb36cf0
 _WHY = {'changed': "does not match the sha256 recorded when it was written (bit rot, a bad copy or an edit)",
         'unrecorded': "has no sha256 recorded by this run (it was not written by it)",
         'missing': "was written by this run but is gone",
@@ -239,7 +243,7 @@ def verify_run(run:Run, # the run (opened with `Run.writer`: verification may mo
                                     IntegrityWarning, stacklevel=2)
     return bad
 
-# %% ../nbs/12_run.ipynb #3ebf51b2
+# %% ../nbs/12_run.ipynb #461a3563
 def _train_counts(spec, root) -> list[int]:
     "Train images per class (the embedded dataset's, or the files of each class folder)."
     if spec.embedded: return np.bincount(load_mnist5k('train')[1].numpy(), minlength=spec.num_classes).tolist()
@@ -262,6 +266,7 @@ def disk_needed(run:Run, # the run
     other = 3 * spec.num_classes * cfg.ipc * per_latent + evals * 16384 + 8 * 2**20
     return {'latents': latents, 'images': todo * (math.prod(image_shape) + 1024), 'other': other}
 
+# %% ../nbs/12_run.ipynb #32a5f378
 def _size(n:int) -> str: return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 def check_disk_space(run:Run, latent_shape:tuple, image_shape:tuple) -> dict[str, int]:
