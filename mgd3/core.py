@@ -258,7 +258,7 @@ class Ledger:
         try: yield self
         finally: _LEDGER.reset(token)
 
-# %% ../nbs/00_core.ipynb #25b7982d
+# %% ../nbs/00_core.ipynb #f9f5990e
 class Registry:
     "A name → entry registry with timm's shape: a `register` decorator, `list(filter)` and `get(name)`."
     def __init__(self, kind:str): # what the entries are, for messages (e.g. "dataset")
@@ -287,7 +287,7 @@ class Registry:
         return self._entries[name]
 
     def pop(self, name:str, *default): return self._entries.pop(name, *default)
-    def __contains__(self, name) -> bool: return name in self._entries
+    def __contains__(self, name) -> bool: return isinstance(name, str) and name in self._entries
     def __getitem__(self, name:str): return self.get(name)
     def __iter__(self): return iter(self.list())
     def __len__(self) -> int: return len(self._entries)

@@ -10,6 +10,7 @@ proportion to itself (epochs, steps, jobs), its valid draws are kept small; its 
 Profiles: 'ci' (the default, a few examples per property) and 'slow' (many more), picked with MGD3_RUN_SLOW=1 or
 MGD3_HYPOTHESIS_PROFILE=slow. The number of inputs tried is printed at the end (pytest -s)."""
 import collections, json, os, traceback
+from dataclasses import MISSING
 from pathlib import Path
 import pytest, torch
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -78,6 +79,8 @@ CONFIG_VALUES = {
     'teacher': values('mnist5k'), 'mode_method': values('kmeans', 'gmm'), 'chunk_size': values(64, 1),
     'batch_size': values(64, 1), 'device': values('cpu', 'cuda', 'cpu:0'), 'lock': values('wait', 'fail'),
 }
+for _n, _d, _ in mgd3.DistillConfig.parameters():   # a parameter added later: junk, or its default
+    CONFIG_VALUES.setdefault(_n, values(_d) if _d is not None else values())
 assert set(CONFIG_VALUES) == {n for n, _, _ in mgd3.DistillConfig.parameters()}   # every parameter is drawn
 
 @PROFILE
@@ -106,6 +109,8 @@ GEN_VALUES = {
     'chunk_size': values(1, 2, 64, cheap_ints=False), 'precision': values('fp32', 'bf16', 'fp16'),
     'spacing': values(None, 'authors', 'scheduler'),
 }
+for _f in mgd3.SamplerSettings.__dataclass_fields__.values():   # a setting added later: junk, or its default
+    GEN_VALUES.setdefault(_f.name, values(_f.default) if _f.default not in (None, MISSING) else values())
 assert set(GEN_VALUES) - {'labels', 'seeds', 'modes', 'settings', 'batch_size', 'decode', 'progress'} \
     == set(mgd3.SamplerSettings.__dataclass_fields__)   # every sampler setting is drawn
 
@@ -162,7 +167,8 @@ EVAL_VALUES = {
 COSTLY = {'image_size', 'test_resize', 'epochs', 'soft_epochs', 'evals', 'eval_every', 'batch_size', 'test_batch_size',
           'large_batch_size', 'shuffle_patches', 'large_nclass'}   # ints whose valid size is run time or memory
 OVERRIDES = {f: values(cheap_ints=f not in COSTLY) for f in mgd3.EvalConfig.__dataclass_fields__}
-RELATED = {'preset': ('image_size', 'channels'), 'test': ('image_size', 'channels'), 'train': ('image_size', 'channels'),
+RELATED = {'preset': ('image_size', 'channels'), 'test': ('image_size', 'channels'),
+           'train': ('image_size', 'channels'),
            'net': ('evaluation network',), 'protocol': ('teacher', 'preset'), 'labels': ('preset',),
            'image_size': ('px',), 'test_resize': ('crop',), 'mean': ('normalises',), 'std': ('normalises',)}
 
