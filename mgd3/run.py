@@ -90,7 +90,9 @@ class Run:
         _make_folder(out)
         m = Manifest(path, config=want, device=device_info(config.device))
         m.extra.update(seeds={'generation': list(config.seeds), 'training': 0,
-                              'image_noise': "item_seed(generation_seed, class_index, k, 'noise')"}, images={})
+                              'image_noise': "item_seed(generation_seed, class_index, k, 'noise')",
+                              'mode_flips': ("flip_image(generation_seed, class_index, file_index)"
+                                             if config.mode_flips == 'authors' else None)}, images={})
         m.save()
         return cls(config, m)
 
@@ -177,9 +179,13 @@ class Run:
             raise FileNotFoundError(f"{self.latents_dir} holds no latent cache; finish the run with distill() first")
         return LatentCache.open(caches[0])
 
-    def modes(self) -> ModeSet:
-        "The run's modes."
-        return ModeSet.load(self.modes_path)
+    def modes_path_for(self, seed:int) -> Path:
+        "The modes file that generation seed `seed`'s sets are guided by."
+        return self.folder/'modes'/f'seed{seed}.safetensors' if self.config.mode_flips == 'authors' else self.modes_path
+
+    def modes(self, seed:int|None=None) -> ModeSet:
+        "The modes of generation seed `seed` (None: the run's first)."
+        return ModeSet.load(self.modes_path_for(self.config.seeds[0] if seed is None else seed))
 
     def load_backbone(self, device=None):
         "The run's backbone: `sd:<folder or hub id>` is Stable Diffusion prompted with the class names, else a DiT."
@@ -187,7 +193,7 @@ class Run:
         if cfg.backbone.startswith('sd:'):
             from mgd3.text2img import load_text_backbone
             return load_text_backbone(cfg.backbone[3:], dataset_spec(cfg.dataset).class_names, device=device)
-        return load_backbone(cfg.backbone, vae=cfg.vae, device=device)
+        return load_backbone(cfg.backbone, vae=cfg.vae, device=device, timestep_features=cfg.timestep_features)
 
 # %% ../nbs/12_run.ipynb #bd29ea04
 _DATA_SUFFIXES = ('.png', '.json', '.safetensors')
@@ -257,13 +263,16 @@ def disk_needed(run:Run, # the run
     cfg, spec = run.config, dataset_spec(run.config.dataset)
     cached = {int(p.name[6:10]) for p in run.latents_dir.glob('*/class_*.safetensors')}
     per_latent = 4 * math.prod(latent_shape) + 8
-    latents = sum(n * per_latent + 4096 for c, n in enumerate(_train_counts(spec, cfg.data_root)) if c not in cached)
+    sides = 2 if cfg.mode_flips == 'authors' else 1   # a mirrored cache also holds every image flipped
+    latents = sum(n * (sides * 4 * math.prod(latent_shape) + 8) + 4096
+                  for c, n in enumerate(_train_counts(spec, cfg.data_root)) if c not in cached)
     todo = 0
     for m in cfg.methods:
         for seed in run.set_seeds(m):
             todo += max(0, spec.num_classes * cfg.ipc - sum(1 for _ in run.image_dir(m, seed).rglob('*.png')))
     evals = sum(len(run.eval_runs(m)) for m in cfg.methods) * len(cfg.nets)
-    other = 3 * spec.num_classes * cfg.ipc * per_latent + evals * 16384 + 8 * 2**20
+    mode_sets = len(cfg.generation_seeds()) if cfg.mode_flips == 'authors' else 1   # one ModeSet per seed
+    other = 3 * mode_sets * spec.num_classes * cfg.ipc * per_latent + evals * 16384 + 8 * 2**20
     return {'latents': latents, 'images': todo * (math.prod(image_shape) + 1024), 'other': other}
 
 # %% ../nbs/12_run.ipynb #32a5f378
