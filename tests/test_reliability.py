@@ -78,7 +78,7 @@ CORRUPTIONS = {   # what is done to a finished file of a complete run, and the f
     'a latent shard truncated to half': 'latents/*/class_0004_4.safetensors',
     'the latent cache record edited': 'latents/*/cache.json',
     'an evaluation JSON edited': 'eval/mgd3/seed0/convnet3.json',
-    'modes.safetensors with one bit flipped': 'modes.safetensors',
+    "seed 0's modes with one bit flipped": 'modes/seed0.safetensors',
     'a stray PNG nobody recorded, inside a set': 'images/mgd3/seed0/7/5.png',
     'a figure deleted': 'figures/accuracy.png',
 }
@@ -95,7 +95,8 @@ def _corrupt(run):
     cache.write_text(cache.read_text().replace('"format": 1', '"format": 1 '))
     e = run / 'eval/mgd3/seed0/convnet3.json'
     e.write_text(e.read_text().replace('"best_acc": ', '"best_acc": 1'))
-    _flip(run / 'modes.safetensors', at=(run / 'modes.safetensors').stat().st_size - 10)
+    modes = run / 'modes' / 'seed0.safetensors'   # one ModeSet per generation seed (mode_flips='authors')
+    _flip(modes, at=modes.stat().st_size - 10)
     shutil.copy(run / 'images/mgd3/seed0/7/0.png', run / 'images/mgd3/seed0/7/5.png')
     (run / 'figures/accuracy.png').unlink()
 
