@@ -26,3 +26,5 @@ from .run import *
 from .distill import *
 from .paper import *
 from .explore import *
+from .sweep import *
+from .candidates import *

@@ -26,7 +26,7 @@ def param(default, # the parameter's default value (the paper's, where the paper
 
 # %% ../nbs/11_config.ipynb #6e1d8905
 METHODS = ('random_real', 'mode_discovery_only', 'unguided', 'mgd3_no_stop', 'mgd3')   # what a default run makes
-NOT_RESULTS = ('batch_size', 'device', 'out_dir')   # change no image or number: not compared on resume
+NOT_RESULTS = ('batch_size', 'device', 'out_dir', 'tsne')   # change no image or number: not compared on resume
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -53,6 +53,7 @@ class DistillConfig:
     chunk_size: int = param(64, "images per network call (fixed for bit-identical images)")
     batch_size: int = param(64, "images sampled together (no effect on results)")
     device: str|None = param(None, "None: the best available")
+    tsne: bool = param(True, "t-SNE-space metrics and figures (slow; sweeps turn them off; quick runs skip them)")
 
     @classmethod
     def parameters(cls) -> list[tuple[str, Any, str]]:
@@ -96,6 +97,7 @@ class DistillConfig:
         check_choice('mode_method', self.mode_method, list_mode_methods())
         check_int('batch_size', self.batch_size, min=1)
         if not isinstance(self.quick, bool): raise TypeError(f"quick must be True or False, got {self.quick!r}")
+        if not isinstance(self.tsne, bool): raise TypeError(f"tsne must be True or False, got {self.tsne!r}")
         if self.protocol == 'soft' and not self.teacher:
             raise ValueError("the soft-label protocol needs teacher= (a teacher folder or a timm model name with "
                              "local weights)")

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 import numpy as np
 from .core import save_tensors, load_tensors, save_json, load_json, item_generator
 from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_image, load_mnist5k,
+                       load_embedded,
                        _warn_skip)
 
 # %% auto #0
@@ -142,7 +143,7 @@ class LatentCache:
         rows = torch.as_tensor(rows).long()
         cls = torch.as_tensor(np.searchsorted(starts, rows.numpy(), side='right') - 1)
         split = self.key.get('split', 'train')
-        embedded = load_mnist5k(split or 'train') if spec.embedded else None
+        embedded = load_embedded(spec, split or 'train') if spec.embedded else None
         out = [None] * len(rows)
         for c in cls.unique().tolist():
             file_index = load_tensors(self.shard_path(c))[0]['file_index']
