@@ -27,7 +27,7 @@ _PARAMS = {f.name for f in fields(DistillConfig)}
 def grid_points(grid:dict|Sequence[dict], # {parameter: [values]} (every combination), or a list of points
                 base:dict|None=None, # parameters every point shares
                ) -> list[dict]:
-    "The grid's points, each a dict of the parameters it sets (base first, then the point's own)."
+    "The grid's points, each a dict of the parameters it sets (its own, in grid order, then the base's others)."
     if isinstance(grid, dict):
         if not grid: raise ValueError("the grid is empty; pass e.g. {'mode_guidance_scale': [0.05, 0.1, 0.2]}")
         for k, v in grid.items():
@@ -43,7 +43,7 @@ def grid_points(grid:dict|Sequence[dict], # {parameter: [values]} (every combina
     if bad: raise ValueError(f"unknown run parameters {bad}; a grid varies DistillConfig fields: {sorted(_PARAMS)}")
     if 'out_dir' in base or any('out_dir' in p for p in points):
         raise ValueError("out_dir is the sweep's own (one folder per point); pass it to sweep(), not in the grid")
-    return [{**base, **p} for p in points]
+    return [{**p, **{k: v for k, v in base.items() if k not in p}} for p in points]
 
 # %% ../nbs/18_sweep.ipynb #078dade4
 def varied_keys(points:Sequence[dict]) -> list[str]:
