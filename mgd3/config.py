@@ -24,7 +24,7 @@ def param(default, # the parameter's default value (the paper's, where the paper
     "A `DistillConfig` field with its help text."
     return field(default=default, metadata={'help': help})
 
-# %% ../nbs/11_config.ipynb #6e1d8905
+# %% ../nbs/11_config.ipynb #6154111a
 METHODS = ('random_real', 'mode_discovery_only', 'unguided', 'mgd3_no_stop', 'mgd3')   # what a default run makes
 NOT_RESULTS = ('batch_size', 'device', 'out_dir', 'tsne')   # change no image or number: not compared on resume
 
@@ -37,11 +37,14 @@ class DistillConfig:
     seeds: tuple = param((0, 1, 2), "generation seeds: one distilled set each")
     mode_guidance_scale: float = param(0.1, "λ, the strength of mode guidance (paper: 0.1)")
     stop_t: int = param(25, "stop guidance: guide while the respaced step index > stop_t (paper: 25 of 50)")
+    stop_rule: str = param('auto', "'index' (stop_t), 'timestep' (stop_timestep), 'auto': 'timestep' for SD (authors)")
+    stop_timestep: int = param(500, "the timestep rule: guide while the model timestep t > stop_timestep (SD: 500)")
     guidance_scale: float = param(4.0, "classifier-free guidance (paper: 4.0 for DiT, 8.0 for SD)")
     num_inference_steps: int = param(50, "DDPM steps (paper: 50)")
     sampler: str = param('ddpm', "'ddpm' (the authors') or 'ddim' (Algorithm 1)")
     backbone: str|None = param(None, "None: 'tiny-mnist' for mnist5k, 'dit-xl-2-256' otherwise; 'sd:<folder>' for SD")
     vae: str|None = param(None, "a separate VAE folder or hub id (DiT-XL/2: stabilityai/sd-vae-ft-mse)")
+    timestep_features: str|None = param(None, "DiT timestep features 'dit' or 'diffusers'; None: the backbone's own")
     out_dir: str|None = param(None, "the run folder (None: runs/<dataset>-ipc<ipc>)")
     protocol: str = param('hard', "'hard' (IDC) or 'soft' (RDED, needs a teacher) labels for evaluation")
     nets: tuple = param(('convnet3',), "evaluation networks: mgd3.list_evalnets()")
@@ -50,6 +53,8 @@ class DistillConfig:
     quick: bool = param(False, "one seed, short training, no t-SNE (CI and demos)")
     teacher: str|None = param(None, "soft labels and metrics (None: the dataset's embedded teacher, if any)")
     mode_method: str = param('kmeans', "mode discovery: mgd3.list_mode_methods()")
+    mode_flips: str = param('authors', "'authors': each seed's modes from randomly flipped images; 'none': one set")
+    save_size: int|None = param(None, "side of the saved images; None: the backbone's (SD: 256, as the authors)")
     chunk_size: int = param(64, "images per network call (fixed for bit-identical images)")
     batch_size: int = param(64, "images sampled together (no effect on results)")
     device: str|None = param(None, "None: the best available")
@@ -69,7 +74,10 @@ class DistillConfig:
         "Fill the defaults that depend on the dataset and normalise sequences to tuples."
         spec = dataset_spec(self.dataset)
         as_t = lambda v: (v,) if isinstance(v, (str, int)) else tuple(v) if isinstance(v, (list, tuple)) else v
-        return replace(self, backbone=self.backbone or ('tiny-mnist' if spec.embedded else 'dit-xl-2-256'),
+        backbone = self.backbone or ('tiny-mnist' if spec.embedded else 'dit-xl-2-256')
+        sd = str(backbone).startswith('sd:')   # the authors' Stable Diffusion settings: timestep stop rule, 256 px
+        return replace(self, backbone=backbone, stop_rule=('timestep' if sd else 'index') if self.stop_rule == 'auto'
+                       else self.stop_rule, save_size=256 if sd and self.save_size is None else self.save_size,
                        teacher=self.teacher or ('mnist5k' if spec.embedded else None),
                        out_dir=str(self.out_dir or f'runs/{self.dataset}-ipc{self.ipc}'),
                        seeds=as_t(self.seeds), nets=as_t(self.nets), methods=as_t(self.methods))
@@ -78,7 +86,8 @@ class DistillConfig:
         "The run's `SamplerSettings` (building it validates them)."
         return SamplerSettings(mode_guidance_scale=self.mode_guidance_scale, stop_t=self.stop_t,
                                guidance_scale=self.guidance_scale, num_inference_steps=self.num_inference_steps,
-                               sampler=self.sampler, chunk_size=self.chunk_size)
+                               sampler=self.sampler, chunk_size=self.chunk_size,
+                               stop_timestep=self.stop_timestep if self.stop_rule == 'timestep' else None)
 
     def check(self) -> None:
         "Raise mgd3's own ValueError/TypeError naming each bad parameter and its fix."
@@ -95,6 +104,14 @@ class DistillConfig:
         if bad: raise ValueError(f"unknown evaluation nets {bad}; valid ones: {list_evalnets()}")
         if self.epochs is not None: check_int('epochs', self.epochs, min=1, hint='or None (the protocol\'s epochs)')
         check_choice('mode_method', self.mode_method, list_mode_methods())
+        check_choice('mode_flips', self.mode_flips, ('authors', 'none'))
+        check_choice('stop_rule', self.stop_rule, ('auto', 'index', 'timestep'))
+        if self.save_size is not None: check_int('save_size', self.save_size, min=1, hint="or None (the backbone's)")
+        if self.timestep_features is not None:
+            check_choice('timestep_features', self.timestep_features, ('dit', 'diffusers'),
+                         hint="or None (what the backbone declares)")
+            if str(self.backbone).startswith('sd:'):
+                raise ValueError("timestep_features applies to DiT backbones; leave it None for Stable Diffusion")
         check_int('batch_size', self.batch_size, min=1)
         if not isinstance(self.quick, bool): raise TypeError(f"quick must be True or False, got {self.quick!r}")
         if not isinstance(self.tsne, bool): raise TypeError(f"tsne must be True or False, got {self.tsne!r}")

@@ -17,7 +17,7 @@ from .config import DistillConfig
 # %% auto #0
 __all__ = ['Run', 'open_run']
 
-# %% ../nbs/12_run.ipynb #9547cbfd
+# %% ../nbs/12_run.ipynb #62fd271d
 class Run:
     "One distillation run: its config, its folder's layout and its manifest."
     def __init__(self, config:DistillConfig, manifest:Manifest):
@@ -40,7 +40,9 @@ class Run:
         except OSError as e: raise OSError(f"cannot create out_dir {out}: {e.strerror}; pass a writable out_dir") from e
         m = Manifest(path, config=want, device=device_info(config.device))
         m.extra.update(seeds={'generation': list(config.seeds), 'training': 0,
-                              'image_noise': "item_seed(generation_seed, class_index, k, 'noise')"}, images={})
+                              'image_noise': "item_seed(generation_seed, class_index, k, 'noise')",
+                              'mode_flips': ("flip_image(generation_seed, class_index, file_index)"
+                                             if config.mode_flips == 'authors' else None)}, images={})
         m.save()
         return cls(config, m)
 
@@ -117,9 +119,13 @@ class Run:
             raise FileNotFoundError(f"{self.latents_dir} holds no latent cache; finish the run with distill() first")
         return LatentCache.open(caches[0])
 
-    def modes(self) -> ModeSet:
-        "The run's modes."
-        return ModeSet.load(self.modes_path)
+    def modes_path_for(self, seed:int) -> Path:
+        "The modes file that generation seed `seed`'s sets are guided by."
+        return self.folder/'modes'/f'seed{seed}.safetensors' if self.config.mode_flips == 'authors' else self.modes_path
+
+    def modes(self, seed:int|None=None) -> ModeSet:
+        "The modes of generation seed `seed` (None: the run's first)."
+        return ModeSet.load(self.modes_path_for(self.config.seeds[0] if seed is None else seed))
 
     def load_backbone(self, device=None):
         "The run's backbone: `sd:<folder or hub id>` is Stable Diffusion prompted with the class names, else a DiT."
@@ -127,7 +133,7 @@ class Run:
         if cfg.backbone.startswith('sd:'):
             from mgd3.text2img import load_text_backbone
             return load_text_backbone(cfg.backbone[3:], dataset_spec(cfg.dataset).class_names, device=device)
-        return load_backbone(cfg.backbone, vae=cfg.vae, device=device)
+        return load_backbone(cfg.backbone, vae=cfg.vae, device=device, timestep_features=cfg.timestep_features)
 
 # %% ../nbs/12_run.ipynb #5f4c4525
 def open_run(config:DistillConfig) -> Run:

@@ -21,17 +21,21 @@ __all__ = ['SAMPLERS', 'authors_timesteps', 'sampling_timesteps', 'DDPMCoefficie
            'Generated', 'check_generate_args', 'generate', 'first_step_x0', 'ImageJob', 'to_uint8', 'write_images',
            'generate_to_folder']
 
-# %% ../nbs/06_sampler.ipynb #77824ac9
+# %% ../nbs/06_sampler.ipynb #29bcd5b4
 def authors_timesteps(num_train_timesteps:int=1000, # T of the trained model
                       num_inference_steps:int=50, # how many steps to sample with
                      ) -> list[int]:
     "ADM/DiT's respaced timesteps (`space_timesteps(T, str(n))`), in sampling order (descending)."
     if not 1 <= num_inference_steps <= num_train_timesteps:
         raise ValueError(f"num_inference_steps={num_inference_steps} must be in [1, {num_train_timesteps}]")
-    if num_inference_steps == 1: return [0]
-    stride = (num_train_timesteps - 1) / (num_inference_steps - 1)
-    return sorted({round(i * stride) for i in range(num_inference_steps)}, reverse=True)
+    stride = 1 if num_inference_steps == 1 else (num_train_timesteps - 1) / (num_inference_steps - 1)
+    steps, position = [], 0.0
+    for _ in range(num_inference_steps):   # ADM: round each partial sum of the float stride
+        steps.append(round(position))
+        position += stride
+    return sorted(set(steps), reverse=True)
 
+# %% ../nbs/06_sampler.ipynb #3d7841c8
 def sampling_timesteps(scheduler, # a diffusers scheduler
                        num_inference_steps:int, # number of sampling steps
                        spacing:str='authors', # "authors" (ADM respacing) or "scheduler" (the scheduler's own)
@@ -39,11 +43,12 @@ def sampling_timesteps(scheduler, # a diffusers scheduler
     "The descending timesteps a sampler visits; ADM's respacing where the scheduler accepts a custom list."
     T = scheduler.config.num_train_timesteps
     if spacing == 'authors' and isinstance(scheduler, DDPMScheduler): return authors_timesteps(T, num_inference_steps)
-    if spacing not in ('authors', 'scheduler'): raise ValueError(f"unknown spacing {spacing!r}; use 'authors' or 'scheduler'")
+    if spacing not in ('authors', 'scheduler'):
+        raise ValueError(f"unknown spacing {spacing!r}; use 'authors' or 'scheduler'")
     scheduler.set_timesteps(num_inference_steps)
     return [int(t) for t in scheduler.timesteps]
 
-# %% ../nbs/06_sampler.ipynb #43d6f6ea
+# %% ../nbs/06_sampler.ipynb #ff1a820f
 @dataclass(frozen=True)
 class DDPMCoefficients:
     "Per-step float64 quantities of a (respaced) DDPM chain, indexed by sampling step."
@@ -55,6 +60,7 @@ class DDPMCoefficients:
     coef_x0: torch.Tensor        # [S] posterior-mean coefficient of x̂₀
     coef_xt: torch.Tensor        # [S] posterior-mean coefficient of x_t
 
+# %% ../nbs/06_sampler.ipynb #a0a2a833
 def ddpm_coefficients(scheduler, # a diffusers scheduler with `betas` (DDPM/DDIM family)
                       timesteps:Sequence[int], # descending timesteps to visit
                      ) -> DDPMCoefficients:
@@ -78,13 +84,14 @@ def mode_guidance(x0:torch.Tensor, # predicted clean latents x̂₀ [B, C, H, W]
     "The mode-guidance term weight · (m_k − x̂₀) (paper Eq. 5, pulling toward the mode)."
     return weight * (modes - x0)
 
-# %% ../nbs/06_sampler.ipynb #c74ec285
+# %% ../nbs/06_sampler.ipynb #caddc78b
 @dataclass
 class StepOutput:
     "One reverse step's results (diffusers' `SchedulerOutput` fields)."
     prev_sample: torch.Tensor
     pred_original_sample: torch.Tensor
 
+# %% ../nbs/06_sampler.ipynb #8d2932a1
 def _at(v:torch.Tensor, i:int, x:torch.Tensor) -> torch.Tensor: return v[i].to(device=x.device, dtype=x.dtype)
 
 def ddpm_guided_step(coefs:DDPMCoefficients, # the chain's coefficients
@@ -95,7 +102,7 @@ def ddpm_guided_step(coefs:DDPMCoefficients, # the chain's coefficients
                      modes:torch.Tensor|None=None, # m_k per image, or None for no mode guidance
                      mode_guidance_scale:float|torch.Tensor=0.0, # λ (0 = plain DDPM), or one per image [B, 1, 1, 1]
                      noise:torch.Tensor|None=None, # z for this step (ignored at the last step)
-                     x0_clip:float|None=None, # clamp x̂₀ to ±x0_clip inside the guidance term only (None: as the authors)
+                     x0_clip:float|None=None, # clamp x̂₀ to ±x0_clip in the guidance term only (None: as the authors)
                     ) -> StepOutput:
     "One DDPM reverse step with optional mode guidance (paper Eq. 5, in the authors' code's form)."
     sab, s1m = _at(coefs.alpha_bar, i, x).sqrt(), (1 - _at(coefs.alpha_bar, i, x)).sqrt()
@@ -183,7 +190,7 @@ def chunked(fn:Callable, # a function of batched tensors returning a tensor or a
         return torch.cat(outs)
     return call
 
-# %% ../nbs/06_sampler.ipynb #7b7c94be
+# %% ../nbs/06_sampler.ipynb #69b984b2
 @dataclass
 class ModeGuidance:
     "Mode guidance toward one target latent per image (Eq. 5) with stop guidance (§3.3)."
@@ -191,10 +198,17 @@ class ModeGuidance:
     mode_guidance_scale: float = 0.1 # λ
     stop_t: int = 25 # guide while the respaced step index is > stop_t
     x0_clip: float|None = None # clamp x̂₀ to ±x0_clip in the guidance term (None: unclamped, as the authors)
+    stop_timestep: int|None = None # guide while the model timestep t > stop_timestep instead (the authors' SD rule)
 
-    def active(self, i:int, num_steps:int) -> bool:
-        "Whether step `i` (0 = noisiest) is guided: respaced index num_steps-1-i above stop_t."
-        return self.mode_guidance_scale != 0 and num_steps - 1 - i > self.stop_t
+    def active(self, i:int, # the step (0 = noisiest)
+               num_steps:int, # the number of sampling steps
+               t:int|None=None, # the step's model timestep (needed by the timestep rule)
+              ) -> bool:
+        "Whether step `i` is guided: respaced index num_steps-1-i above stop_t, or timestep t above stop_timestep."
+        if self.mode_guidance_scale == 0: return False
+        if self.stop_timestep is None: return num_steps - 1 - i > self.stop_t
+        if t is None: raise ValueError("the timestep stop rule (stop_timestep) needs the step's timestep t")
+        return t > self.stop_timestep
 
     def scale(self) -> float|torch.Tensor:
         "λ of the current guided step: one float here; a variant may return one λ per image (`AdaptiveStop`)."
@@ -225,15 +239,16 @@ class AdaptiveStop(ModeGuidance):
         self.stopped |= (x0.float() - self.modes).flatten(1).norm(dim=1) <= self.radius
 
 def make_guidance(modes:torch.Tensor, # [B, C, H, W] target modes of one batch
-                  settings:SamplerSettings, # λ, stop_t, x0_clip
+                  settings:SamplerSettings, # λ, stop_t, x0_clip, stop_timestep
                   radius:torch.Tensor|None=None, # [B] per-image radii (adaptive stop), or None
                  ) -> ModeGuidance:
     "The guidance `generate` uses for a batch: `ModeGuidance`, or `AdaptiveStop` when radii are given."
-    if radius is None: return ModeGuidance(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip)
+    if radius is None: return ModeGuidance(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
+                                           settings.stop_timestep)
     return AdaptiveStop(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
-                        radius=torch.as_tensor(radius))
+                        settings.stop_timestep, radius=torch.as_tensor(radius))
 
-# %% ../nbs/06_sampler.ipynb #632894f0
+# %% ../nbs/06_sampler.ipynb #26b9bb36
 def sample_ddpm(denoise:Callable, # adapter: (x, t, labels) -> (eps, var_values|None)
                 x:torch.Tensor, # x_T [B, C, H, W]
                 labels:torch.Tensor, # [B] class ids
@@ -247,7 +262,7 @@ def sample_ddpm(denoise:Callable, # adapter: (x, t, labels) -> (eps, var_values|
     S = len(coefs.timesteps)
     for i, t in enumerate(coefs.timesteps.tolist()):
         eps, v = denoise(x, t, labels)
-        g = guidance is not None and guidance.active(i, S)
+        g = guidance is not None and guidance.active(i, S, t)
         z = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype) if i < S - 1 else None
         out = ddpm_guided_step(coefs, i, x, eps, v if learned_variance else None,
                                modes=guidance.modes if g else None,
@@ -258,7 +273,7 @@ def sample_ddpm(denoise:Callable, # adapter: (x, t, labels) -> (eps, var_values|
         if callback is not None: callback(i, t, x, out.pred_original_sample)
     return x
 
-# %% ../nbs/06_sampler.ipynb #7e5a3e54
+# %% ../nbs/06_sampler.ipynb #ce9f8542
 def sample_ddim(denoise:Callable, x:torch.Tensor, labels:torch.Tensor,
                 scheduler, # a DDIMScheduler with timesteps set
                 guidance:ModeGuidance|None=None, callback:Callable|None=None,
@@ -267,7 +282,7 @@ def sample_ddim(denoise:Callable, x:torch.Tensor, labels:torch.Tensor,
     S = len(scheduler.timesteps)
     for i, t in enumerate(scheduler.timesteps.tolist()):
         eps, _ = denoise(scheduler.scale_model_input(x, t), t, labels)
-        g = guidance is not None and guidance.active(i, S)
+        g = guidance is not None and guidance.active(i, S, t)
         eps, x0 = ddim_guided_eps(eps, x, float(scheduler.alphas_cumprod[t]), guidance.modes if g else None,
                                   guidance.scale() if g else 0.0,
                                   guidance.x0_clip if guidance is not None else None)
@@ -276,7 +291,7 @@ def sample_ddim(denoise:Callable, x:torch.Tensor, labels:torch.Tensor,
         if callback is not None: callback(i, t, x, x0)
     return x
 
-# %% ../nbs/06_sampler.ipynb #db520429
+# %% ../nbs/06_sampler.ipynb #63bdbf2c
 SAMPLERS = ('ddpm', 'ddim')
 
 @dataclass(frozen=True)
@@ -293,6 +308,7 @@ class SamplerSettings:
     chunk_size: int = 64 # images per network call (padded; keep it fixed for bit-identical results)
     precision: str = 'fp32' # "fp32", or "bf16"/"fp16" autocast on a GPU
     spacing: str|None = None # DDPM timesteps: "authors" (ADM respacing), "scheduler"; None: the backbone's
+    stop_timestep: int|None = None # guide while the model timestep t > stop_timestep (SD: 500); None: the stop_t rule
 
     def __post_init__(self):
         lam = check_float('mode_guidance_scale', self.mode_guidance_scale)
@@ -310,11 +326,15 @@ class SamplerSettings:
         check_int('chunk_size', self.chunk_size, min=1)
         check_choice('precision', self.precision, ('fp32', 'bf16', 'fp16'))
         if self.spacing is not None: check_choice('spacing', self.spacing, ('authors', 'scheduler'))
+        if self.stop_timestep is not None:
+            check_int('stop_timestep', self.stop_timestep, min=0, hint='a model timestep such as the authors\' 500 '
+                      '(Stable Diffusion), or None for the step-index rule stop_t')
         for name in ('mode_guidance_scale', 'guidance_scale'):   # one type per field: 1 and 1.0 are the same setting
             object.__setattr__(self, name, float(getattr(self, name)))
 
     def check_stop_t(self) -> None:
-        "Raise unless 0 <= stop_t <= num_inference_steps (what a guided run needs)."
+        "Raise unless 0 <= stop_t <= num_inference_steps (what a guided run needs under the step-index rule)."
+        if self.stop_timestep is not None: return
         if not 0 <= self.stop_t <= self.num_inference_steps:
             raise ValueError(f"stop_t={self.stop_t} is outside [0, num_inference_steps={self.num_inference_steps}]; "
                              "pass a step index in that range (0 = guide every step, the paper: 25 of 50)")
@@ -328,7 +348,7 @@ class Generated:
     labels: torch.Tensor # [N] class ids
     seeds: list[int] # the seed of each image's generator
 
-# %% ../nbs/06_sampler.ipynb #2c5cf097
+# %% ../nbs/06_sampler.ipynb #f7235f04
 def check_generate_args(backbone, # the backbone to sample
                         labels:torch.Tensor, # [N] class ids
                         seeds:list[int], # one per image
@@ -346,7 +366,8 @@ def check_generate_args(backbone, # the backbone to sample
     if settings.variance == 'learned' and settings.sampler == 'ddpm' and not backbone.learned_sigma:
         raise ValueError("variance='learned' needs a model that predicts its variance; pass variance='scheduler'")
     if settings.guidance_scale != 1 and backbone.null_class is None:
-        raise ValueError("classifier-free guidance needs a null class but this backbone has none; pass guidance_scale=1")
+        raise ValueError("classifier-free guidance needs a null class but this backbone has none; "
+                         "pass guidance_scale=1")
     check_int('batch_size', batch_size, min=1)
     if modes is not None:
         settings.check_stop_t()
@@ -357,7 +378,7 @@ def check_generate_args(backbone, # the backbone to sample
         if not torch.isfinite(modes).all():
             raise ValueError("modes contain NaN or infinite values; rebuild them (discover_modes) from finite latents")
 
-# %% ../nbs/06_sampler.ipynb #c139cc49
+# %% ../nbs/06_sampler.ipynb #471761a3
 def generate(backbone, # a `Backbone` (see `load_backbone`)
              labels:Sequence[int]|torch.Tensor, # class id of each image
              *,
@@ -417,7 +438,8 @@ def first_step_x0(backbone, # a `Backbone`
     "x̂₀ that the first sampling step predicts from each image's starting noise, before any mode guidance."
     settings = replace(settings or SamplerSettings(), **overrides)
     labels = torch.as_tensor(list(labels) if not torch.is_tensor(labels) else labels, dtype=torch.long).reshape(-1)
-    if len(seeds) != len(labels): raise ValueError(f"got {len(seeds)} seeds for {len(labels)} labels: pass one per image")
+    if len(seeds) != len(labels):
+        raise ValueError(f"got {len(seeds)} seeds for {len(labels)} labels: pass one per image")
     dev, config = backbone.device, dict(backbone.scheduler.config)
     gens = [torch.Generator().manual_seed(check_int(f'seeds[{i}]', s)) for i, s in enumerate(seeds)]
     x = randn_tensor((len(labels), *backbone.latent_shape), generator=gens, device=dev, dtype=torch.float32)
@@ -457,12 +479,14 @@ def to_uint8(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
     "Quantise images in [0, 1] to uint8 as torchvision's `save_image` does (×255, +0.5, clamp, floor)."
     return images.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
-# %% ../nbs/06_sampler.ipynb #0b3af860
+# %% ../nbs/06_sampler.ipynb #f13dd361
 def write_images(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
                  paths:Sequence[str|Path], # one PNG path per image
+                 image_size:int|None=None, # resize to image_size × image_size (PIL bicubic); None: as they are
                 ) -> list[Path]:
     "Write each image as a PNG, atomically; a non-finite image is refused, never written."
     from PIL import Image
+    if image_size is not None: check_int('image_size', image_size, min=1)
     if not torch.isfinite(images).all():
         bad = (~torch.isfinite(images.flatten(1))).any(1).nonzero().flatten().tolist()
         raise ValueError(f"images {bad[:10]} contain NaN or infinite values and were not written; the sampler diverged "
@@ -471,10 +495,12 @@ def write_images(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
     for img, p in zip(to_uint8(images.detach().cpu()), paths):
         arr = img.permute(1, 2, 0).numpy()
         pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+        if image_size is not None and pil.size != (image_size, image_size):
+            pil = pil.resize((image_size, image_size), Image.Resampling.BICUBIC)
         out.append(atomic_save(p, lambda tmp, pil=pil: pil.save(tmp, format='PNG')))
     return out
 
-# %% ../nbs/06_sampler.ipynb #00b027fd
+# %% ../nbs/06_sampler.ipynb #dd076706
 def generate_to_folder(backbone, # a `Backbone`
                        out_dir:str|Path, # ImageFolder root to write
                        jobs:Sequence[ImageJob], # the images to make
@@ -484,6 +510,7 @@ def generate_to_folder(backbone, # a `Backbone`
                        batch_size:int=64, # images generated and written together
                        distributed:bool=False, # split the jobs across `accelerate`/`torchrun` processes
                        progress:bool=True, # progress bar
+                       image_size:int|None=None, # write the images resized to this side (None: as decoded)
                        **overrides, # SamplerSettings fields, e.g. stop_t=0
                       ) -> list[Path]:
     "Generate the jobs' images that do not exist yet and write them as PNGs; returns this process's files."
@@ -500,5 +527,5 @@ def generate_to_folder(backbone, # a `Backbone`
         g = generate(backbone, [jobs[i].label for i in idx], seeds=[jobs[i].seed for i in idx],
                      modes=None if modes is None else modes[idx], settings=settings, batch_size=batch_size,
                      mode_radius=None if mode_radius is None else mode_radius[idx], progress=False)
-        written += write_images(g.images, [paths[i] for i in idx])
+        written += write_images(g.images, [paths[i] for i in idx], image_size)
     return written

@@ -80,7 +80,8 @@ def _modes_from_another_vae(w):
     AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8, 16, 16), down_block_types=('DownEncoderBlock2D',) * 3,
                   up_block_types=('UpDecoderBlock2D',) * 3, latent_channels=4, norm_num_groups=4,
                   layers_per_block=1).save_pretrained(pipe_b / 'vae')
-    params = dict(_run_cfg(w, dataset='rel-tiny', data_root=str(w.root), methods=('mgd3',)), backbone=str(pipe_b))
+    params = dict(_run_cfg(w, dataset='rel-tiny', data_root=str(w.root), methods=('mgd3',), mode_flips='none'),
+                  backbone=str(pipe_b))   # one unflipped mode set: out_dir/modes.safetensors
     out = Path(params['out_dir'])
     mgd3.open_run(mgd3.DistillConfig(**params).resolved())
     cache = mgd3.cache_latents(w.bb.vae, w.spec, w.root, out / 'latents', progress=False)   # made with VAE A

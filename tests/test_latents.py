@@ -158,3 +158,34 @@ def test_load_vae_from_a_folder(tmp_path):
     back = load_vae(tmp_path / 'vae')
     assert not back.training and vae_identity(back) == vae_identity(vae)
     with pytest.raises(FileNotFoundError, match='cannot load an AutoencoderKL'): load_vae(tmp_path / 'missing')
+
+def _coin(seed, c, i):
+    "The seeded flip coin, from its definition: bit 0 of the first 8 bytes (little-endian) of sha256('mgd3:...:flip')."
+    import hashlib
+    return int.from_bytes(hashlib.sha256(f"mgd3:{seed}:{c}:{i}:flip".encode()).digest()[:8], 'little') & 1 == 1
+
+def test_mirrored_cache_sees_each_seeds_flips(tree, tmp_path):
+    vae = tiny_vae()
+    m = cache_latents(vae, SUB, tree, tmp_path / 'c', mirrored=True, batch_size=4, progress=False)
+    assert m.mirrored and set(load_tensors(m.shard_path(0))[0]) == {'latents', 'latents_mirrored', 'file_index'}
+    plain = cache_latents(vae, SUB, tree, tmp_path / 'c', progress=False)
+    assert plain.folder != m.folder and not plain.mirrored
+    for seed in (0, 1, 7):
+        view = m.with_flips(seed)
+        for c in range(len(SUB.wnids)):
+            idx = load_tensors(m.shard_path(c))[0]['file_index']
+            imgs = torch.cat([b.images for b in class_images(SUB, tree, 'train', c, batch_size=100)])
+            coins = torch.tensor([_coin(seed, c, int(i)) for i in idx])
+            want = torch.where(coins[:, None, None, None], imgs.flip(-1), imgs)
+            with torch.no_grad(): ref = vae.encode(want).latent_dist.mean * vae.config.scaling_factor
+            torch.testing.assert_close(view.class_latents(c), ref, atol=1e-5, rtol=1e-5)
+            assert torch.equal(view.flipped_rows(c), coins)
+        rows = torch.arange(sum(COUNTS))
+        real = view.real_images(rows, tree)
+        flips = torch.cat([view.flipped_rows(c) for c in range(len(SUB.wnids))])
+        assert torch.equal(real[flips], plain.real_images(rows, tree)[flips].flip(-1))
+        assert torch.equal(real[~flips], plain.real_images(rows, tree)[~flips])
+    assert torch.equal(m.class_latents(2), plain.class_latents(2))   # no seed: the plain orientation
+    with pytest.raises(ValueError, match='mirrored=True'): plain.with_flips(0)
+    with pytest.raises(ValueError, match='pass one of them'): cache_latents(vae, SUB, tree, tmp_path, flip=True,
+                                                                            mirrored=True, progress=False)
