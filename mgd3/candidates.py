@@ -25,13 +25,13 @@ def guided_set(ctx:MethodContext, # the run's context
                **overrides, # SamplerSettings fields this variant changes
               ) -> None:
     "Write the guided images of one set (jobs in class-major order, as `MethodContext.jobs`) that do not exist yet."
-    modes = ctx.modes.centroids.flatten(0, 1) if modes is None else modes
+    modes = ctx.modes_for(seed).centroids.flatten(0, 1) if modes is None else modes
     generate_to_folder(ctx.backbone, folder, ctx.jobs(seed), modes, settings=replace(ctx.settings, **overrides),
                        mode_radius=radius, batch_size=ctx.config.batch_size, progress=False)
 
-def _class_latents(ctx:MethodContext, c:int) -> torch.Tensor:
-    "Class `c`'s training latents, flattened to `[n_c, d]` float32."
-    return ctx.cache.class_latents(c).float().flatten(1)
+def _class_latents(ctx:MethodContext, c:int, seed:int|None=None) -> torch.Tensor:
+    "Class `c`'s training latents, flattened to `[n_c, d]` float32 (as seed `seed`'s modes saw them, if given)."
+    return (ctx.cache if seed is None else ctx.cache_for(seed)).class_latents(c).float().flatten(1)
 
 # %% ../nbs/19_candidates.ipynb #2b22ea69
 def latent_bound(cache, # a `LatentCache`
@@ -70,8 +70,8 @@ def mode_radii(latents:torch.Tensor, # [n, d] one class's latents
 @register_method('mgd3_adaptive')
 def mgd3_adaptive(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance from the first step until each image's x̂₀ is within its mode's median member distance."
-    cents = ctx.modes.centroids.flatten(2)
-    radius = torch.cat([mode_radii(_class_latents(ctx, c), cents[c]) for c in range(len(cents))])
+    cents = ctx.modes_for(seed).centroids.flatten(2)
+    radius = torch.cat([mode_radii(_class_latents(ctx, c, seed), cents[c]) for c in range(len(cents))])
     guided_set(ctx, seed, folder, radius=radius, stop_t=0)
 
 # %% ../nbs/19_candidates.ipynb #3147bebf
@@ -88,7 +88,7 @@ def match_noise_to_modes(x0:torch.Tensor, # [k, d] first-step x̂₀ of the clas
 @register_method('mgd3_matched')
 def mgd3_matched(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance after assigning each class's starting noises to its modes by minimum-cost matching."
-    jobs, cents = ctx.jobs(seed), ctx.modes.centroids
+    jobs, cents = ctx.jobs(seed), ctx.modes_for(seed).centroids
     targets = []
     for c in range(len(cents)):
         mine = jobs[c * ctx.ipc:(c + 1) * ctx.ipc]
@@ -159,7 +159,7 @@ def mgd3_select(ctx:MethodContext, seed:int, folder:Path, candidates:int=3) -> N
     if all(p.exists() for p in paths): return
     if not ctx.config.teacher: raise ValueError("mgd3_select scores candidates with the teacher: pass teacher=")
     teacher = load_teacher(ctx.config.teacher, device=ctx.backbone.device)
-    modes = ctx.modes.centroids.flatten(0, 1)
+    modes = ctx.modes_for(seed).centroids.flatten(0, 1)
     for c in range(ctx.modes.num_classes):
         idx = [i for i in range(c * ctx.ipc, (c + 1) * ctx.ipc) if not paths[i].exists()]
         if not idx: continue

@@ -73,7 +73,8 @@ def _digest(d:dict) -> str: return hashlib.sha256(json.dumps(d, sort_keys=True).
 def stage1_keys(config:DistillConfig) -> tuple[str, str]:
     "(latent-cache key, modes key) of a resolved config: what its latents and its modes depend on."
     data = {k: getattr(config, k) for k in ('dataset', 'data_root', 'backbone', 'vae')}
-    return _digest(data), _digest({**data, 'ipc': config.ipc, 'mode_method': config.mode_method})
+    return _digest(data), _digest({**data, 'ipc': config.ipc, 'mode_method': config.mode_method,
+                                   'mode_flips': config.mode_flips})
 
 # %% ../nbs/18_sweep.ipynb #d4fbc2ea
 def link_shared(config:DistillConfig, # a point's resolved config
@@ -86,16 +87,27 @@ def link_shared(config:DistillConfig, # a point's resolved config
     out.mkdir(parents=True, exist_ok=True)
     link = out/'latents'
     if not link.is_symlink() and not link.exists(): link.symlink_to(os.path.relpath(target, out))
-    run_modes, store = out/'modes.safetensors', _modes_store(config, shared)
-    if store.exists() and not run_modes.exists(): atomic_save(run_modes, lambda tmp: shutil.copyfile(store, tmp))
+    store = _modes_store(config, shared)
+    for rel in _mode_files(config):
+        if (store/rel).exists() and not (out/rel).exists(): _copy(store/rel, out/rel)
 
-def _modes_store(config, shared): return Path(shared)/'modes'/f'{stage1_keys(config)[1]}.safetensors'
+def _modes_store(config, shared): return Path(shared)/'modes'/stage1_keys(config)[1]
+
+def _mode_files(config):
+    "The run's mode files, relative to its folder: one per generation seed (per-seed flips) or one for all."
+    if config.mode_flips == 'authors': return [f'modes/seed{s}.safetensors' for s in config.generation_seeds()]
+    return ['modes.safetensors']
+
+def _copy(src, dst):
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 # %% ../nbs/18_sweep.ipynb #e6a11185
 def share_modes(config:DistillConfig, shared:str|Path) -> None:
     "Keep a finished point's modes as the shared modes of its key (once)."
-    run_modes, store = Path(config.out_dir)/'modes.safetensors', _modes_store(config, shared)
-    if run_modes.exists() and not store.exists(): atomic_save(store, lambda tmp: shutil.copyfile(run_modes, tmp))
+    out, store = Path(config.out_dir), _modes_store(config, shared)
+    for rel in _mode_files(config):
+        if (out/rel).exists() and not (store/rel).exists(): _copy(out/rel, store/rel)
 
 # %% ../nbs/18_sweep.ipynb #2dd1d2f8
 SWEEP_DEFAULTS = dict(tsne=False)   # what a sweep point changes from distill's defaults (nothing a result depends on)

@@ -35,7 +35,7 @@ def test_every_candidate_resumes_and_keeps_its_images(tiny_mnist_pipeline, tmp_p
     assert {m: _hashes(tmp_path / 'r', m) for m in methods} == before
     sem = mgd3.load_tensors(tmp_path / 'r' / 'images' / 'mgd3_semantic' / 'semantic_modes.safetensors')[0]
     assert sem['centroids'].shape == (10, 2, 4, 8, 8)
-    assert not torch.allclose(sem['centroids'], mgd3.ModeSet.load(tmp_path / 'r' / 'modes.safetensors').centroids)
+    assert not torch.allclose(sem['centroids'], mgd3.ModeSet.load(tmp_path / 'r' / 'modes' / 'seed0.safetensors').centroids)
 
 def test_latent_bound_and_radii_are_data_driven():
     class Cache:

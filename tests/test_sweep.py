@@ -26,7 +26,7 @@ def test_one_row_per_point_and_shared_stage1(finished):
     assert len(list((out / 'shared' / 'modes').iterdir())) == 1
     caches = {p.resolve() for p in out.glob('*/latents') if p.parent.name != 'shared'}
     assert len(caches) == 1   # every point's latents/ is the one shared folder
-    modes = {(p / 'modes.safetensors').read_bytes() for p in out.iterdir() if (p / 'metrics.json').exists()}
+    modes = {(p / 'modes' / 'seed0.safetensors').read_bytes() for p in out.iterdir() if (p / 'metrics.json').exists()}
     assert len(modes) == 1
     lines = res.csv.read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith('point,mode_guidance_scale,stop_t,method,net,acc_mean,acc_std')
