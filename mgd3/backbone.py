@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel
-from .core import pick_device, Registry, ASSETS_DIR, check_choice, save_json
+from .core import pick_device, Registry, ASSETS_DIR, check_choice, check_path, save_json
 from .latents import encode_latents, decode_latents, load_vae
 
 # %% auto #0
@@ -153,7 +153,20 @@ def _declared_features(source:str|Path, # the registered entry's source, the fol
     return check_choice(f'{FEATURES_KEY} in {index}', declared, tuple(TIMESTEP_FEATURES),
                         hint='fix it with declare_timestep_features(folder, ...)')
 
-# %% ../nbs/04_backbone.ipynb #3757a87b
+# %% ../nbs/04_backbone.ipynb #596b69f2
+_MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+def _check_backbone_args(name_or_path, vae, device, dtype) -> None:
+    "Check `load_backbone`'s arguments (mgd3's own TypeError/ValueError naming each)."
+    check_path('name_or_path', name_or_path, hint=f"pass a registered name ({', '.join(list_backbones())}), a "
+                                                  "DiTPipeline folder or a hub id")
+    if vae is not None and not isinstance(vae, AutoencoderKL): check_path('vae', vae, hint='or an AutoencoderKL')
+    pick_device(device)
+    if dtype is not None and dtype not in _MODEL_DTYPES:
+        raise TypeError(f"dtype must be one of {list(_MODEL_DTYPES)}, got {dtype!r}; pass e.g. torch.bfloat16, or None "
+                        "(float32)")
+
+# %% ../nbs/04_backbone.ipynb #ce892b05
 def _vae_folder(vae:str|Path) -> tuple[Path, str|None]:
     "The folder and subfolder of an AutoencoderKL given as a folder, a pipeline folder or a hub id."
     f = _folder(vae)
@@ -175,6 +188,7 @@ def load_backbone(name_or_path:str|Path, # a registered name ('tiny-mnist'), a D
                   timestep_features:str|None=None, # 'dit' or 'diffusers'; None: what the backbone declares
                  ) -> Backbone:
     "Load a class-conditional latent DiT, its VAE and a DiT-style DDPM scheduler as a `Backbone`."
+    _check_backbone_args(name_or_path, vae, device, dtype)
     name = str(name_or_path)
     if timestep_features is not None: check_choice('timestep_features', timestep_features, tuple(TIMESTEP_FEATURES))
     entry = next((e for e in (f() for _, f in BACKBONES.items()) if str(e['source']) == name), None)

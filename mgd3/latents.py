@@ -12,7 +12,8 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 import numpy as np
-from .core import save_tensors, load_tensors, save_json, load_json, item_generator
+from .core import (save_tensors, load_tensors, save_json, load_json, item_generator, check_int, check_bool,
+                       check_seed, check_path, check_tensor)
 from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_image, load_mnist5k,
                        load_embedded, flip_image, _warn_skip)
 
@@ -178,7 +179,28 @@ class LatentCache:
         return cls(Path(folder), DatasetSpec(**{k: (tuple(v) if isinstance(v, list) else v)
                                                 for k, v in d['spec'].items() if k != 'num_classes'}), d['key'])
 
-# %% ../nbs/02_latents.ipynb #41e326fc
+# %% ../nbs/02_latents.ipynb #c211f21c
+def _check_cache_args(vae, root, cache_dir, split, image_size, sample, flip, seed, batch_size, num_workers, classes,
+                      progress, num_classes:int) -> None:
+    "Check `cache_latents`' arguments (mgd3's own TypeError/ValueError naming each)."
+    if not (hasattr(vae, 'encode') and hasattr(vae, 'config') and hasattr(vae, 'parameters')):
+        raise TypeError(f"vae must be a diffusers AutoencoderKL, got {type(vae).__name__}; pass mgd3.load_vae(...)")
+    if root is not None: check_path('root', root, hint='or None for an embedded dataset')
+    check_path('cache_dir', cache_dir)
+    if split is not None and split not in ('train', 'val', 'validation', 'test'):
+        raise ValueError(f"unknown split {split!r}; use 'train', 'val', 'validation', 'test' or None")
+    if image_size is not None:
+        check_int('image_size', image_size, min=8, max=4096, hint="pass a side in pixels, or None (the dataset's)")
+    for name, v in (('sample', sample), ('flip', flip), ('progress', progress)): check_bool(name, v)
+    check_seed('seed', seed)
+    check_int('batch_size', batch_size, min=1, hint='pass images per encoder call, e.g. 32')
+    check_int('num_workers', num_workers, min=0, hint='pass 0 (no threads) or a thread count')
+    if classes is not None:
+        if isinstance(classes, (str, bytes)) or not hasattr(classes, '__iter__'):
+            raise TypeError(f"classes must be a list of class indices, got {classes!r}; pass a list, or None")
+        for i, c in enumerate(classes): check_int(f'classes[{i}]', c, min=0, max=num_classes - 1)
+
+# %% ../nbs/02_latents.ipynb #e7371f4f
 def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are used)
                   spec:str|DatasetSpec, # dataset name or spec
                   root:str|Path|None, # dataset root (None for mnist5k)
@@ -195,7 +217,11 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
                   progress:bool=True, # tqdm bars: one over classes, one per class
                  ) -> LatentCache:
     "Encode each class to a safetensors shard unless a valid one exists; memory is bounded by one class."
-    spec = dataset_spec(spec); size = image_size or spec.image_size
+    spec = dataset_spec(spec)
+    _check_cache_args(vae, root, cache_dir, split, image_size, sample, flip, seed, batch_size, num_workers, classes,
+                      progress, spec.num_classes)
+    check_bool('mirrored', mirrored)
+    size = image_size or spec.image_size
     if flip and mirrored: raise ValueError("flip=True flips at encoding time and mirrored=True encodes both "
                                            "orientations; pass one of them (mirrored=True for per-seed flips)")
     key = {'dataset': spec.name, 'wnids': hashlib.sha256(' '.join(spec.wnids).encode()).hexdigest()[:16],
@@ -227,6 +253,8 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
                 mir.append(encode_latents(vae, b.images.flip(-1), batch_size, sample, gens))
         if not lat: raise ValueError(f"class {c} ({spec.wnids[c]}) of {spec.name}/{split} has no readable images; "
                                      "run mgd3.validate_dataset and fix or drop the class")
+        check_tensor(f'the latents of class {c} ({spec.wnids[c]})', torch.cat(lat), hint="the VAE overflowed; "
+                     "encode in float32 (load_vae(..., dtype=torch.float32)), and run mgd3.validate_dataset")
         tensors = {'latents': torch.cat(lat), 'file_index': torch.cat(idx)}
         if mirrored: tensors['latents_mirrored'] = torch.cat(mir)
         save_tensors(cache.shard_path(c), tensors,
