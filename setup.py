@@ -65,12 +65,13 @@ min_python = cfg['min_python']
 
 
 class BuildPyWithRunNotebook(build_py):
-    "Also ship the parameterised run notebook `nbs/run.ipynb` as `mgd3/run.ipynb`, so an installed mgd3 can run it."
+    "Also ship the parameterised notebooks `nbs/run.ipynb` and `nbs/sweep.ipynb` inside the package (`mgd3/`)."
     def run(self):
         super().run()
-        src = os.path.join('nbs', 'run.ipynb')
-        if not self.editable_mode and os.path.isfile(src):   # an editable install uses the checkout's nbs/run.ipynb
-            self.copy_file(src, os.path.join(self.build_lib, cfg['lib_path'], 'run.ipynb'), preserve_mode=False)
+        for name in ('run.ipynb', 'sweep.ipynb'):
+            src = os.path.join('nbs', name)
+            if not self.editable_mode and os.path.isfile(src):   # an editable install uses the checkout's nbs/
+                self.copy_file(src, os.path.join(self.build_lib, cfg['lib_path'], name), preserve_mode=False)
 
 
 setuptools.setup(

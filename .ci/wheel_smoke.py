@@ -36,6 +36,7 @@ ns = {}
 exec(''.join(cell['source']), ns)
 params = {k: ns[k] for k in mgd3.DistillConfig.defaults()}
 mgd3.DistillConfig.from_params(**{**params, 'out_dir': str(out/'nb-params')})
+assert (pkg/'sweep.ipynb').is_file(), "the wheel lacks mgd3/sweep.ipynb (the parameterised sweep)"
 
 # every third-party package that mgd3 (or its run notebook) imports is declared: module-level imports in the core
 # requirements, imports inside functions (and the notebook's) in the core or an extra
@@ -53,8 +54,9 @@ def _imports(tree, top_only):
         yield from (n.split('.')[0] for n in names)
 def _third_party(mod): return mod not in sys.stdlib_module_names and mod not in ('mgd3', '__future__')
 problems, sources = [], {f: ast.parse(f.read_text(encoding='utf-8')) for f in sorted(pkg.glob('*.py'))}
-nb_code = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code')
-sources[pkg/'run.ipynb'] = ast.parse(nb_code)
+for name in ('run.ipynb', 'sweep.ipynb'):
+    cells = json.loads((pkg/name).read_text(encoding='utf-8'))['cells']
+    sources[pkg/name] = ast.parse('\n'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'code'))
 for f, tree in sources.items():
     top = set(_imports(tree, True)) if f.suffix == '.py' else set()
     for mod in filter(_third_party, set(_imports(tree, False))):

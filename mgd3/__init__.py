@@ -31,3 +31,5 @@ from .distill import *
 from .paper import *
 from .explore import *
 from .export import *
+from .sweep import *
+from .candidates import *

@@ -147,10 +147,11 @@ def compute_metrics(run:Run, # the run
             for i, (g, _) in enumerate(run.eval_runs(method)):
                 syn = load_image_folder(run.image_dir(method, g), classes=list(spec.wnids))
                 rep = distillation_metrics(real_feats, labels, teacher.features(syn.images), syn.labels,
-                                           feature_space=space, tsne=(i == 0 and not cfg.quick), seed=0)
+                                           feature_space=space, tsne=(i == 0 and cfg.tsne and not cfg.quick), seed=0)
                 if rep.tsne: tsne[method] = rep
                 reps.append(rep.mean)
             entry.update({k: float(np.nanmean([r.get(k, np.nan) for r in reps])) for k in reps[0]})
+            entry['per_seed'] = reps   # each evaluation's metrics, in eval_runs order (their spread over seeds)
         res['methods'][method] = entry
     res['feature_space'] = space if real is not None else None
     if real is None:

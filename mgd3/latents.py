@@ -15,7 +15,7 @@ import numpy as np
 from .core import (save_tensors, load_tensors, save_json, load_json, item_generator, check_int, check_bool,
                        check_seed, check_path, check_tensor)
 from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_image, load_mnist5k,
-                       flip_image, _warn_skip)
+                       load_embedded, flip_image, _warn_skip)
 
 # %% auto #0
 __all__ = ['load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache', 'cache_latents',
@@ -159,7 +159,7 @@ class LatentCache:
         rows = torch.as_tensor(rows).long()
         cls = torch.as_tensor(np.searchsorted(starts, rows.numpy(), side='right') - 1)
         split = self.key.get('split', 'train')
-        embedded = load_mnist5k(split or 'train') if spec.embedded else None
+        embedded = load_embedded(spec, split or 'train') if spec.embedded else None
         out = [None] * len(rows)
         for c in cls.unique().tolist():
             file_index = load_tensors(self.shard_path(c))[0]['file_index']
