@@ -1,0 +1,48 @@
+"""Execute notebooks in place and keep only the outputs worth reading in the documentation.
+
+Notebooks that plot keep their (small) figures so the documentation shows them. Progress-bar widgets and stderr
+are dropped (they mean nothing outside a live kernel), as is any output over `--max-kb`. Run it after editing a
+plotting notebook, then `nbdev_clean` (which keeps outputs):
+
+    OMP_NUM_THREADS=1 python tools/keep_outputs.py nbs/13_distill.ipynb && nbdev_clean
+"""
+import argparse, json, subprocess, sys
+from pathlib import Path
+
+WIDGET = 'application/vnd.jupyter.widget-view+json'
+
+
+def keep(output, max_kb):
+    "Whether an executed cell's output stays in the notebook."
+    if output['output_type'] == 'stream':
+        return output.get('name') == 'stdout'
+    data = output.get('data', {})
+    if WIDGET in data:
+        return False
+    return len(json.dumps(output)) <= max_kb * 1024
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('notebooks', nargs='+', type=Path)
+    ap.add_argument('--max-kb', type=int, default=120, help='drop any single output larger than this')
+    args = ap.parse_args()
+    for nb_path in args.notebooks:
+        subprocess.run([sys.executable, '-m', 'jupyter', 'nbconvert', '--to', 'notebook', '--execute', '--inplace',
+                        '--ExecutePreprocessor.timeout=1800', str(nb_path)], check=True)
+        nb = json.loads(nb_path.read_text())
+        nb['metadata'].pop('widgets', None)   # the saved state of the progress bars
+        dropped = 0
+        for cell in nb['cells']:
+            if cell['cell_type'] != 'code':
+                continue
+            kept = [o for o in cell.get('outputs', []) if keep(o, args.max_kb)]
+            dropped += len(cell.get('outputs', [])) - len(kept)
+            cell['outputs'] = kept
+        nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+        figs = sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
+        print(f'{nb_path}: {figs} figures kept, {dropped} outputs dropped, {nb_path.stat().st_size // 1024} KB')
+
+
+if __name__ == '__main__':
+    main()
