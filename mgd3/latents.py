@@ -17,8 +17,8 @@ from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_
                        _warn_skip)
 
 # %% auto #0
-__all__ = ['load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache', 'cache_latents',
-           'encode_dataset']
+__all__ = ['LATENT_DTYPES', 'load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache',
+           'cache_latents', 'encode_dataset']
 
 # %% ../nbs/02_latents.ipynb #2905ba88
 def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, e.g. "stabilityai/sd-vae-ft-mse"
@@ -95,13 +95,16 @@ class LatentSet(NamedTuple):
     latents: torch.Tensor # float32 [N, *latent_shape], classes in label order
     labels: torch.Tensor # int64 [N], class indices 0..C-1
 
-# %% ../nbs/02_latents.ipynb #6258edc1
+# %% ../nbs/02_latents.ipynb #4aeca8cc
+LATENT_DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
 def _shard_meta(path:Path) -> dict|None:
+    "The mgd3 metadata of a shard, or None when the file is missing or unreadable."
     try:
         with safe_open(str(path), framework='pt') as f: return json.loads((f.metadata() or {}).get('mgd3', '{}'))
     except Exception: return None
 
-# %% ../nbs/02_latents.ipynb #4c528940
+# %% ../nbs/02_latents.ipynb #75772d0b
 @dataclass(frozen=True)
 class LatentCache:
     "A folder of per-class latent shards for one (dataset, split, VAE, resolution, options) key."
@@ -109,7 +112,29 @@ class LatentCache:
     spec: DatasetSpec # the dataset (class order = label order)
     key: dict # what the shards depend on
     fresh: tuple = () # classes (re-)encoded by the call that returned this handle
+    @classmethod
+    def create(cls, cache_dir:str|Path, spec:DatasetSpec, key:dict) -> 'LatentCache':
+        "The cache of `key` under `cache_dir` (its folder is named by the key's hash), with its `cache.json`."
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        cache = cls(Path(cache_dir) / f"{spec.name}-{key['split']}-{key['image_size']}px-{digest}", spec, key)
+        if not (cache.folder / 'cache.json').exists():
+            save_json(cache.folder / 'cache.json', {'key': key, 'spec': asdict(spec)})
+        return cache
+    @classmethod
+    def open(cls, folder:str|Path) -> 'LatentCache':
+        "Reopen a cache folder written by `cache_latents` (no VAE needed)."
+        d = load_json(Path(folder) / 'cache.json')
+        return cls(Path(folder), DatasetSpec(**{k: (tuple(v) if isinstance(v, list) else v)
+                                                for k, v in d['spec'].items() if k != 'num_classes'}), d['key'])
+    @property
+    def dtype(self) -> torch.dtype: return LATENT_DTYPES[self.key.get('dtype', 'float32')]
     def shard_path(self, c:int) -> Path: return self.folder / f'class_{c:04d}_{self.spec.wnids[c]}.safetensors'
+    def write_class(self, c:int, latents:torch.Tensor, file_index:torch.Tensor, files:list|None,
+                    skipped:list=()) -> Path:
+        "Write class `c`'s shard: its latents (stored in the key's dtype), their file indices and metadata."
+        return save_tensors(self.shard_path(c), {'latents': latents.to(self.dtype), 'file_index': file_index},
+                            {'key': self.key, 'class_index': c, 'wnid': self.spec.wnids[c], 'files': files,
+                             'skipped': list(skipped)})
     def class_meta(self, c:int) -> dict:
         "Metadata of class `c`'s shard: wnid, number of files, file names, skipped files, the key."
         meta = _shard_meta(self.shard_path(c))
@@ -120,46 +145,49 @@ class LatentCache:
         out = []
         for c in range(self.spec.num_classes):
             try:
-                with safe_open(str(self.shard_path(c)), framework='pt') as f: out.append(f.get_slice('latents').get_shape()[0])
+                with safe_open(str(self.shard_path(c)), framework='pt') as f:
+                    out.append(f.get_slice('latents').get_shape()[0])
             except Exception as e:
-                raise FileNotFoundError(f"{self.shard_path(c)} is missing or unreadable ({e}); rerun cache_latents") from e
+                raise FileNotFoundError(f"{self.shard_path(c)} is missing or unreadable ({e}); rerun "
+                                        "cache_latents") from e
         return out
     def class_latents(self, c:int) -> torch.Tensor:
-        "Latents of class `c`, `[n_c, *latent_shape]`."
-        return load_tensors(self.shard_path(c))[0]['latents']
+        "Latents of class `c`, `[n_c, *latent_shape]`, as float32 whatever the storage dtype."
+        return load_tensors(self.shard_path(c))[0]['latents'].float()
     def load(self, classes:Sequence[int]|None=None) -> LatentSet:
         "Latents and labels of `classes` (default: all), concatenated in label order."
         classes = range(self.spec.num_classes) if classes is None else classes
         parts = [self.class_latents(c) for c in classes]
         labels = torch.cat([torch.full((len(p),), c, dtype=torch.int64) for c, p in zip(classes, parts)])
         return LatentSet(torch.cat(parts), labels)
+    def class_images(self, c:int, # the class
+                     root:str|Path|None, # the dataset root the cache was encoded from (None for embedded data)
+                     positions:Sequence[int]|torch.Tensor|None=None, # rows within the class (None: all)
+                    ) -> torch.Tensor:
+        "uint8 images `[n, C, S, S]` behind class `c`'s rows: the files they were encoded from, centre-cropped."
+        spec, size, split = self.spec, self.key['image_size'], self.key.get('split', 'train')
+        file_index = load_tensors(self.shard_path(c))[0]['file_index']
+        pos = range(len(file_index)) if positions is None else torch.as_tensor(positions).long().tolist()
+        if spec.embedded:
+            x, y = load_mnist5k(split or 'train')
+            class_x = x[y == c]
+            return torch.stack([class_x[int(file_index[p])] for p in pos])
+        files = class_files(root, split, spec.wnids[c])
+        return torch.stack([load_image(files[int(file_index[p])], size, spec.channels) for p in pos])
     def real_images(self, rows:Sequence[int]|torch.Tensor, # row indices into `load()`'s order
                     root:str|Path|None, # the dataset root the cache was encoded from (None for embedded data)
                    ) -> torch.Tensor:
-        "uint8 images `[len(rows), C, S, S]` of the given rows: the files they were encoded from, centre-cropped."
-        spec, counts, size = self.spec, self.counts(), self.key['image_size']
-        starts = np.cumsum([0] + counts[:-1])
+        "uint8 images `[len(rows), C, S, S]` of the given rows, read one class at a time."
+        starts = np.cumsum([0] + self.counts()[:-1])
         rows = torch.as_tensor(rows).long()
         cls = torch.as_tensor(np.searchsorted(starts, rows.numpy(), side='right') - 1)
-        split = self.key.get('split', 'train')
-        embedded = load_mnist5k(split or 'train') if spec.embedded else None
         out = [None] * len(rows)
         for c in cls.unique().tolist():
-            file_index = load_tensors(self.shard_path(c))[0]['file_index']
-            files = None if spec.embedded else class_files(root, split, spec.wnids[c])
-            class_x = embedded[0][embedded[1] == c] if spec.embedded else None
-            for j in torch.nonzero(cls == c).flatten().tolist():
-                i = int(file_index[int(rows[j]) - starts[c]])
-                out[j] = class_x[i] if spec.embedded else load_image(files[i], size, spec.channels)
+            where = torch.nonzero(cls == c).flatten()
+            for j, img in zip(where.tolist(), self.class_images(c, root, rows[where] - int(starts[c]))): out[j] = img
         return torch.stack(out)
-    @classmethod
-    def open(cls, folder:str|Path) -> 'LatentCache':
-        "Reopen a cache folder written by `cache_latents` (no VAE needed)."
-        d = load_json(Path(folder) / 'cache.json')
-        return cls(Path(folder), DatasetSpec(**{k: (tuple(v) if isinstance(v, list) else v)
-                                                for k, v in d['spec'].items() if k != 'num_classes'}), d['key'])
 
-# %% ../nbs/02_latents.ipynb #8ee44bc4
+# %% ../nbs/02_latents.ipynb #d26da07b
 def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are used)
                   spec:str|DatasetSpec, # dataset name or spec
                   root:str|Path|None, # dataset root (None for mnist5k)
@@ -173,15 +201,16 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
                   num_workers:int=0, # image-decoding threads
                   classes:Sequence[int]|None=None, # encode only these classes (default: all)
                   progress:bool=True, # tqdm bars: one over classes, one per class
+                  dtype:str='float32', # storage dtype of the shards: 'float32', 'float16' or 'bfloat16'
                  ) -> LatentCache:
     "Encode each class to a safetensors shard unless a valid one exists; memory is bounded by one class."
-    spec = dataset_spec(spec); size = image_size or spec.image_size
+    spec = dataset_spec(spec)
+    size = image_size or spec.image_size
+    if dtype not in LATENT_DTYPES: raise ValueError(f"unknown latent dtype {dtype!r}; use one of {list(LATENT_DTYPES)}")
     key = {'dataset': spec.name, 'wnids': hashlib.sha256(' '.join(spec.wnids).encode()).hexdigest()[:16],
            'split': split, 'source': detect_source(root or '.', spec), 'vae': vae_identity(vae), 'image_size': size,
-           'sample': sample, 'flip': flip, 'seed': seed if (sample or flip) else None, 'format': 1}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    cache = LatentCache(Path(cache_dir) / f'{spec.name}-{split}-{size}px-{digest}', spec, key)
-    if not (cache.folder / 'cache.json').exists(): save_json(cache.folder / 'cache.json', {'key': key, 'spec': asdict(spec)})
+           'sample': sample, 'flip': flip, 'seed': seed if (sample or flip) else None, 'dtype': dtype, 'format': 1}
+    cache = LatentCache.create(cache_dir, spec, key)
     if key['source'].startswith('fastai'):
         warnings.warn(f"{root} is fastai's {key['source'][7:]} release, not ImageNet-1K's images of these classes: "
                       "results will not be comparable with the paper's tables (the cache key records the source)")
@@ -198,15 +227,13 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
                                on_skip=lambda p, e: (skipped.append(Path(p).name), _warn_skip(p, e)))
         for b in tqdm(batches, total=total, desc=f'{c}:{spec.wnids[c]}', leave=False, disable=not progress):
             gens = [item_generator(seed, c, int(i), 'vae-sample') for i in b.indices] if sample else None
-            lat.append(encode_latents(vae, b.images, batch_size, sample, gens)); idx.append(b.indices)
+            lat.append(encode_latents(vae, b.images, batch_size, sample, gens))
+            idx.append(b.indices)
         if not lat: raise ValueError(f"class {c} ({spec.wnids[c]}) of {spec.name}/{split} has no readable images; "
                                      "run mgd3.validate_dataset and fix or drop the class")
-        save_tensors(cache.shard_path(c), {'latents': torch.cat(lat), 'file_index': torch.cat(idx)},
-                     {'key': key, 'class_index': c, 'wnid': spec.wnids[c], 'files': names, 'skipped': skipped})
+        cache.write_class(c, torch.cat(lat), torch.cat(idx), names, skipped)
         fresh.append(c)
     return LatentCache(cache.folder, spec, key, tuple(fresh))
-
-
 
 # %% ../nbs/02_latents.ipynb #c41ffed1
 def encode_dataset(vae, spec:str|DatasetSpec, root:str|Path|None, cache_dir:str|Path, **kwargs) -> LatentSet:
