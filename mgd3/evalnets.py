@@ -17,7 +17,7 @@ __all__ = ['EVALNETS', 'ASSETS', 'EMBEDDED_TEACHERS', 'IMAGENET_MEAN', 'IMAGENET
            'BasicBlockAP', 'ResNetAP', 'resnet_ap10', 'resnet18', 'resnet18_bn', 'count_parameters',
            'penultimate_features', 'Teacher', 'save_teacher', 'hub_weights', 'load_teacher']
 
-# %% ../nbs/07_evalnets.ipynb #427f7929
+# %% ../nbs/07_evalnets.ipynb #16971aea
 EVALNETS: dict[str, Callable[..., nn.Module]] = {}
 
 def register_evalnet(fn:Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -38,14 +38,15 @@ def create_evalnet(name:str, # a name from `list_evalnets()`
                   ) -> nn.Module:
     "Build the evaluation network `name` (randomly initialised from torch's global RNG)."
     if name not in EVALNETS: raise ValueError(f"unknown evaluation network {name!r}; valid names: {list_evalnets()}")
-    if num_classes < 1 or image_size < 8: raise ValueError(f"need num_classes >= 1 and image_size >= 8, got {num_classes}, {image_size}")
+    if num_classes < 1 or image_size < 8:
+        raise ValueError(f"need num_classes >= 1 and image_size >= 8, got {num_classes}, {image_size}")
     return EVALNETS[name](num_classes=num_classes, image_size=image_size, in_chans=in_chans, **kwargs)
 
 def instance_norm(channels:int) -> nn.Module:
     "Instance norm with a learned affine, written as GroupNorm with one group per channel (IDC's `instance` norm)."
     return nn.GroupNorm(channels, channels, affine=True)
 
-# %% ../nbs/07_evalnets.ipynb #04173d24
+# %% ../nbs/07_evalnets.ipynb #48cd4be0
 class ConvNet(nn.Module):
     "IDC-style ConvNet: `depth` × (conv3x3 → instance norm → ReLU → avgpool2), then a linear layer."
     def __init__(self, *, num_classes:int, image_size:int, in_chans:int=3, depth:int=3, width:int=128):
@@ -54,7 +55,8 @@ class ConvNet(nn.Module):
         for _ in range(depth):
             layers += [nn.Conv2d(ch, width, 3, padding=1), instance_norm(width), nn.ReLU(inplace=True), nn.AvgPool2d(2)]
             ch, size = width, size // 2
-        if size < 1: raise ValueError(f"image_size {image_size} is too small for depth {depth}; use image_size >= {2**depth}")
+        if size < 1:
+            raise ValueError(f"image_size {image_size} is too small for depth {depth}; use image_size >= {2**depth}")
         self.features, self.num_features = nn.Sequential(*layers), width * size * size
         self.fc = nn.Linear(self.num_features, num_classes)
     def forward_features(self, x): return self.features(x)
@@ -73,13 +75,14 @@ def convnet6(*, num_classes:int, image_size:int, in_chans:int=3, width:int=128) 
     "ConvNet-6 (the paper's ConvNet at 224 px)."
     return ConvNet(num_classes=num_classes, image_size=image_size, in_chans=in_chans, depth=6, width=width)
 
-# %% ../nbs/07_evalnets.ipynb #5934e221
+# %% ../nbs/07_evalnets.ipynb #6e1364f3
 def he_normal_(net:nn.Module) -> nn.Module:
     "IDC's initialisation: conv weights ~ N(0, 2 / (k·k·out_channels)) (He, fan-out); norm weights 1, biases 0."
     for m in net.modules():
         if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
         elif isinstance(m, (nn.GroupNorm, nn.modules.batchnorm._BatchNorm)):
-            nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
     return net
 
 def stem_kind(image_size:int) -> str:
@@ -91,15 +94,17 @@ class BasicBlockAP(nn.Module):
     def __init__(self, cin:int, cout:int, stride:int=1):
         super().__init__()
         pool = nn.AvgPool2d(2) if stride == 2 else nn.Identity()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), instance_norm(cout), nn.ReLU(inplace=True),
-                                  pool, nn.Conv2d(cout, cout, 3, padding=1, bias=False), instance_norm(cout))
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), instance_norm(cout),
+                                  nn.ReLU(inplace=True), pool, nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                                  instance_norm(cout))
         self.shortcut = nn.Identity() if (cin == cout and stride == 1) else nn.Sequential(
             nn.Conv2d(cin, cout, 1, bias=False), nn.AvgPool2d(2) if stride == 2 else nn.Identity(), instance_norm(cout))
     def forward(self, x): return torch.relu(self.body(x) + self.shortcut(x))
 
 class ResNetAP(nn.Module):
     "IDC's ResNetAP: stride-1 convolutions, average-pool downsampling, instance norm, IDC's stem and initialisation."
-    def __init__(self, *, num_classes:int, image_size:int, in_chans:int=3, blocks=(1, 1, 1, 1), widths=(64, 128, 256, 512)):
+    def __init__(self, *, num_classes:int, image_size:int, in_chans:int=3, blocks=(1, 1, 1, 1),
+                 widths=(64, 128, 256, 512)):
         super().__init__()
         k, pool = {'small': (3, 1), 'mid': (3, 2), 'large': (7, 4)}[stem_kind(image_size)]
         stem = [nn.Conv2d(in_chans, widths[0], k, padding=k // 2, bias=False), instance_norm(widths[0]),
@@ -108,7 +113,8 @@ class ResNetAP(nn.Module):
         layers, cin = [], widths[0]
         for i, (n, w) in enumerate(zip(blocks, widths)):
             for j in range(n):
-                layers.append(BasicBlockAP(cin, w, stride=2 if (i > 0 and j == 0) else 1)); cin = w
+                layers.append(BasicBlockAP(cin, w, stride=2 if (i > 0 and j == 0) else 1))
+                cin = w
         self.stem, self.layers = nn.Sequential(*stem), nn.Sequential(*layers)
         self.num_features = cin
         self.fc = nn.Linear(cin, num_classes)
@@ -156,14 +162,15 @@ def count_parameters(net:nn.Module) -> int:
     "Number of trainable parameters of `net`."
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
-# %% ../nbs/07_evalnets.ipynb #06844855
+# %% ../nbs/07_evalnets.ipynb #63a9260a
 @torch.no_grad()
 def penultimate_features(net:nn.Module, # a network with timm's `forward_features`/`forward_head`
                          x:torch.Tensor, # a normalised float batch `[B, C, H, W]`
                          batch_size:int=256, # images per forward pass
                         ) -> torch.Tensor:
     "The input of the final linear layer, `[B, num_features]`, computed in eval mode in batches."
-    was_training = net.training; net.eval()
+    was_training = net.training
+    net.eval()
     dev = next(net.parameters()).device
     out = [net.forward_head(net.forward_features(x[i:i + batch_size].to(dev)), pre_logits=True).flatten(1)
            for i in range(0, len(x), batch_size)]

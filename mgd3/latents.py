@@ -20,7 +20,7 @@ from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_
 __all__ = ['LATENT_DTYPES', 'load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache',
            'cache_latents', 'encode_dataset']
 
-# %% ../nbs/02_latents.ipynb #2905ba88
+# %% ../nbs/02_latents.ipynb #81d2c5af
 def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, e.g. "stabilityai/sd-vae-ft-mse"
              subfolder:str|None=None, # e.g. "vae" inside a full pipeline folder
              device:str|torch.device='cpu', # where to put the VAE
@@ -31,21 +31,22 @@ def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, 
     kw = {'subfolder': subfolder} if subfolder else {}
     try: vae = AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, use_safetensors=True, **kw)
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"cannot load an AutoencoderKL from {name_or_path!r} ({type(e).__name__}); pass a diffusers "
-                                "VAE folder (with config.json), subfolder='vae' for a pipeline folder, or a hub id such "
-                                "as 'stabilityai/sd-vae-ft-mse' (needs the network or the HF cache)") from e
+        raise FileNotFoundError(f"cannot load an AutoencoderKL from {name_or_path!r} ({type(e).__name__}); pass a "
+                                "diffusers VAE folder (with config.json), subfolder='vae' for a pipeline folder, or a "
+                                "hub id such as 'stabilityai/sd-vae-ft-mse' (needs the network or the HF cache)") from e
     return vae.to(device).eval()
 
-# %% ../nbs/02_latents.ipynb #697a7e55
+# %% ../nbs/02_latents.ipynb #043e9fc3
 @torch.no_grad()
 def encode_latents(vae, # a diffusers `AutoencoderKL`
                    images:torch.Tensor, # float images in [-1, 1], [N, C, H, W], any device
                    batch_size:int=32, # images per encoder call
                    sample:bool=False, # False: posterior mean (DiT path); True: a posterior sample (SD path)
-                   generator:torch.Generator|Sequence[torch.Generator]|None=None, # for sample=True: one, or one per image
+                   generator:torch.Generator|Sequence[torch.Generator]|None=None, # sample=True: one, or one per image
                   ) -> torch.Tensor:
     "VAE latents `[N, *latent_shape]` float32 on the CPU: (posterior mean or sample − shift) × scaling_factor."
-    if images.dtype == torch.uint8: raise ValueError("images are uint8; convert them to [-1, 1] with mgd3.to_model_range")
+    if images.dtype == torch.uint8:
+        raise ValueError("images are uint8; convert them to [-1, 1] with mgd3.to_model_range")
     if images.numel() and (images.min() < -1.001 or images.max() > 1.001):
         raise ValueError(f"images span [{images.min():.3g}, {images.max():.3g}], expected [-1, 1]; scale them with "
                          "x / 127.5 - 1 (mgd3.to_model_range)")
@@ -80,13 +81,14 @@ def decode_latents(vae, # a diffusers `AutoencoderKL`
     out = torch.cat(out)
     return out if device is None else out.to(device)
 
-# %% ../nbs/02_latents.ipynb #c5c06e28
+# %% ../nbs/02_latents.ipynb #02351c3e
 def vae_identity(vae) -> str:
     "A 16-hex-digit hash of a VAE's config (without private `_` keys) and weights."
     cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith('_')}
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
     for name, t in sorted(vae.state_dict().items()):
-        h.update(name.encode()); h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()[:16]
 
 # %% ../nbs/02_latents.ipynb #c319012d

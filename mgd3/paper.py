@@ -6,52 +6,76 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'TABLE_PRESETS', 'paper_comparison']
+__all__ = ['PAPER_RESULTS', 'TABLE_PRESETS', 'TABLE_IPCS', 'paper_comparison']
 
-# %% ../nbs/14_paper.ipynb #671b76d6
+# %% ../nbs/14_paper.ipynb #00dde653
 def _rows(dataset, ipcs, protocol, nets, method, values):
     "Expand {ipc: [(mean, std) per net]} into PAPER_RESULTS entries."
-    return {(dataset, ipc, protocol, net, method): v for ipc, per_net in zip(ipcs, values) for net, v in zip(nets, per_net)}
+    return {(dataset, ipc, protocol, net, method): v
+            for ipc, per_net in zip(ipcs, values) for net, v in zip(nets, per_net)}
 
+# %% ../nbs/14_paper.ipynb #68924778
 _N3 = ('convnet6', 'resnet_ap10', 'resnet18')
+_AP = ('resnet_ap10',)
 PAPER_RESULTS = {
     # Table 1 (ResNetAP-10, hard labels): Random, DiT, DiT + MGD3
-    **_rows('imagenette', (10, 20, 50), 'hard', ('resnet_ap10',), 'random_real', [[(54.2, 1.6)], [(63.5, 0.5)], [(76.1, 1.1)]]),
-    **_rows('imagenette', (10, 20, 50), 'hard', ('resnet_ap10',), 'unguided', [[(59.1, 0.7)], [(64.8, 1.2)], [(73.3, 0.9)]]),
-    **_rows('imagenette', (20, 50), 'hard', ('resnet_ap10',), 'mgd3', [[(71.2, 0.5)], [(79.5, 1.3)]]),
-    **_rows('imageidc', (10, 20, 50), 'hard', ('resnet_ap10',), 'random_real', [[(48.1, 0.8)], [(52.5, 0.9)], [(68.1, 0.7)]]),
-    **_rows('imageidc', (10, 20, 50), 'hard', ('resnet_ap10',), 'unguided', [[(54.1, 0.4)], [(58.9, 0.2)], [(64.3, 0.6)]]),
-    **_rows('imageidc', (10, 20, 50), 'hard', ('resnet_ap10',), 'mgd3', [[(55.9, 2.1)], [(61.9, 0.9)], [(72.1, 0.8)]]),
+    **_rows('imagenette', (10, 20, 50), 'hard', _AP, 'random_real', [[(54.2, 1.6)], [(63.5, 0.5)], [(76.1, 1.1)]]),
+    **_rows('imagenette', (10, 20, 50), 'hard', _AP, 'unguided', [[(59.1, 0.7)], [(64.8, 1.2)], [(73.3, 0.9)]]),
+    **_rows('imagenette', (20, 50), 'hard', _AP, 'mgd3', [[(71.2, 0.5)], [(79.5, 1.3)]]),
+    **_rows('imageidc', (10, 20, 50), 'hard', _AP, 'random_real', [[(48.1, 0.8)], [(52.5, 0.9)], [(68.1, 0.7)]]),
+    **_rows('imageidc', (10, 20, 50), 'hard', _AP, 'unguided', [[(54.1, 0.4)], [(58.9, 0.2)], [(64.3, 0.6)]]),
+    **_rows('imageidc', (10, 20, 50), 'hard', _AP, 'mgd3', [[(55.9, 2.1)], [(61.9, 0.9)], [(72.1, 0.8)]]),
     # Table 5 (ImageNette IPC 10, three nets): the ablation
     **_rows('imagenette', (10,), 'hard', _N3, 'mode_discovery_only', [[(53.2, 1.4), (57.1, 1.3), (53.5, 0.6)]]),
     **_rows('imagenette', (10,), 'hard', _N3, 'mgd3_no_stop', [[(57.5, 1.3), (63.8, 1.6), (62.0, 2.2)]]),
     **_rows('imagenette', (10,), 'hard', _N3, 'mgd3', [[(59.6, 2.2), (66.4, 2.4), (64.4, 1.9)]]),
     # Table 2 (ImageNet-100): Random, Herding, MGD3
-    **_rows('imagenet100', (10, 20), 'hard', _N3, 'random_real', [[(17.0, 0.3), (19.1, 0.4), (17.5, 0.5)], [(24.8, 0.2), (26.7, 0.5), (25.5, 0.3)]]),
-    **_rows('imagenet100', (10, 20), 'hard', _N3, 'herding', [[(17.2, 0.3), (19.8, 0.3), (16.1, 0.2)], [(24.3, 0.4), (27.6, 0.1), (24.7, 0.1)]]),
-    **_rows('imagenet100', (10, 20), 'hard', _N3, 'mgd3', [[(23.4, 0.9), (25.8, 0.5), (23.6, 0.4)], [(30.6, 0.4), (33.9, 1.1), (32.6, 0.4)]]),
-    # Table 10 (ImageNet-100, ResNet-18): hard vs soft labels
+    **_rows('imagenet100', (10, 20), 'hard', _N3, 'random_real',
+            [[(17.0, 0.3), (19.1, 0.4), (17.5, 0.5)], [(24.8, 0.2), (26.7, 0.5), (25.5, 0.3)]]),
+    **_rows('imagenet100', (10, 20), 'hard', _N3, 'herding',
+            [[(17.2, 0.3), (19.8, 0.3), (16.1, 0.2)], [(24.3, 0.4), (27.6, 0.1), (24.7, 0.1)]]),
+    **_rows('imagenet100', (10, 20), 'hard', _N3, 'mgd3',
+            [[(23.4, 0.9), (25.8, 0.5), (23.6, 0.4)], [(30.6, 0.4), (33.9, 1.1), (32.6, 0.4)]]),
+    # Table 10 (ImageNet-100, ResNet-18): hard labels (IDC's instance-norm net) vs soft labels (RDED's BatchNorm net)
     **_rows('imagenet100', (50, 100), 'hard', ('resnet18',), 'mgd3', [[(51.8, 0.2)], [(57.8, 0.2)]]),
-    **_rows('imagenet100', (10, 20, 50, 100), 'soft', ('resnet18',), 'mgd3', [[(34.0, 1.0)], [(50.2, 0.7)], [(69.2, 0.4)], [(75.8, 0.3)]]),
+    **_rows('imagenet100', (10, 20, 50, 100), 'soft', ('resnet18_bn',), 'mgd3',
+            [[(34.0, 1.0)], [(50.2, 0.7)], [(69.2, 0.4)], [(75.8, 0.3)]]),
     # Table 8 (ImageWoof; MGD3 with a DiT trained on ImageWoof)
-    **_rows('imagewoof', (10, 20, 50), 'hard', _N3, 'random_real', [[(24.3, 1.1), (29.4, 0.8), (27.7, 0.9)], [(29.1, 0.7), (32.7, 0.4), (29.7, 0.5)], [(41.3, 0.6), (47.2, 1.3), (47.9, 1.8)]]),
-    **_rows('imagewoof', (10, 20, 50), 'hard', _N3, 'unguided', [[(34.2, 1.1), (34.7, 0.5), (34.7, 0.4)], [(36.1, 0.8), (41.1, 0.8), (40.5, 0.5)], [(46.5, 0.8), (49.3, 0.2), (50.1, 0.5)]]),
-    **_rows('imagewoof', (10, 20, 50), 'hard', _N3, 'mgd3', [[(34.7, 1.1), (40.4, 1.9), (38.5, 2.5)], [(39.0, 3.5), (43.6, 1.6), (41.9, 2.1)], [(54.5, 1.6), (56.5, 1.9), (58.3, 1.4)]]),
+    **_rows('imagewoof', (10, 20, 50), 'hard', _N3, 'random_real',
+            [[(24.3, 1.1), (29.4, 0.8), (27.7, 0.9)], [(29.1, 0.7), (32.7, 0.4), (29.7, 0.5)],
+             [(41.3, 0.6), (47.2, 1.3), (47.9, 1.8)]]),
+    **_rows('imagewoof', (10, 20, 50), 'hard', _N3, 'unguided',
+            [[(34.2, 1.1), (34.7, 0.5), (34.7, 0.4)], [(36.1, 0.8), (41.1, 0.8), (40.5, 0.5)],
+             [(46.5, 0.8), (49.3, 0.2), (50.1, 0.5)]]),
+    **_rows('imagewoof', (10, 20, 50), 'hard', _N3, 'mgd3',
+            [[(34.7, 1.1), (40.4, 1.9), (38.5, 2.5)], [(39.0, 3.5), (43.6, 1.6), (41.9, 2.1)],
+             [(54.5, 1.6), (56.5, 1.9), (58.3, 1.4)]]),
     # Table 3 / Fig. 4d (ImageNet-1K, soft labels, ResNet-18 teacher and student); IPC 10 read off a figure
-    **_rows('imagenet1k', (10, 50), 'soft', ('resnet18',), 'mgd3', [[(45.5, 0.0)], [(60.2, 0.1)]]),
+    **_rows('imagenet1k', (10, 50), 'soft', ('resnet18_bn',), 'mgd3', [[(45.5, 0.0)], [(60.2, 0.1)]]),
 }
 
+# %% ../nbs/14_paper.ipynb #5ae5b7fc
 TABLE_PRESETS = {
-    'table1-imagenette': dict(dataset='imagenette', ipc=(10, 20, 50), nets=('resnet_ap10',)),
-    'table1-imageidc': dict(dataset='imageidc', ipc=(10, 20, 50), nets=('resnet_ap10',)),
-    'table2-imagenet100': dict(dataset='imagenet100', ipc=(10, 20), nets=_N3, methods=('random_real', 'herding', 'mgd3')),
-    'table3-imagenet1k-soft': dict(dataset='imagenet1k', ipc=(10, 50), nets=('resnet18',), protocol='soft', teacher='resnet18'),
-    'table5-ablation': dict(dataset='imagenette', ipc=(10,), nets=_N3),
-    'table8-imagewoof': dict(dataset='imagewoof', ipc=(10, 20, 50), nets=_N3),
-    'fig4-sd-imagenette': dict(dataset='imagenette', ipc=(10,), nets=('resnet_ap10',), guidance_scale=8.0, stop_t=24,
-                               backbone='sd:<stable-diffusion-v1-5 folder>'),
+    'table1-imagenette': dict(dataset='imagenette', nets=('resnet_ap10',), methods=('random_real', 'unguided', 'mgd3')),
+    'table1-imageidc': dict(dataset='imageidc', nets=('resnet_ap10',), methods=('random_real', 'unguided', 'mgd3')),
+    'table2-imagenet100': dict(dataset='imagenet100', nets=_N3, methods=('random_real', 'herding', 'mgd3')),
+    'table3-imagenet1k-soft': dict(dataset='imagenet1k', protocol='soft', nets=('resnet18_bn',),
+                                   teacher='resnet18.tv_in1k', methods=('mgd3',)),
+    'table5-ablation': dict(dataset='imagenette', nets=_N3),
+    'table8-imagewoof': dict(dataset='imagewoof', nets=_N3, methods=('random_real', 'unguided', 'mgd3')),
+    'table10-imagenet100-hard': dict(dataset='imagenet100', nets=('resnet18',), methods=('mgd3',)),
+    'table10-imagenet100-soft': dict(dataset='imagenet100', protocol='soft', nets=('resnet18_bn',),
+                                     teacher='resnet18.tv_in1k', methods=('mgd3',)),
+    'fig4-sd-imagenette': dict(dataset='imagenette', nets=('resnet_ap10',), guidance_scale=8.0, stop_t=24,
+                               backbone='sd:stable-diffusion-v1-5/stable-diffusion-v1-5',
+                               methods=('random_real', 'unguided', 'mgd3')),
 }
+TABLE_IPCS = {'table1-imagenette': (10, 20, 50), 'table1-imageidc': (10, 20, 50), 'table2-imagenet100': (10, 20),
+              'table3-imagenet1k-soft': (10, 50), 'table5-ablation': (10,), 'table8-imagewoof': (10, 20, 50),
+              'table10-imagenet100-hard': (50, 100), 'table10-imagenet100-soft': (10, 20, 50, 100),
+              'fig4-sd-imagenette': (10,)}
 
+# %% ../nbs/14_paper.ipynb #18d0efac
 def paper_comparison(cfg, # the run's `DistillConfig`
                      metrics:dict, # the run's metrics.json content
                     ) -> str:
