@@ -158,3 +158,31 @@ def test_load_vae_from_a_folder(tmp_path):
     back = load_vae(tmp_path / 'vae')
     assert not back.training and vae_identity(back) == vae_identity(vae)
     with pytest.raises(FileNotFoundError, match='cannot load an AutoencoderKL'): load_vae(tmp_path / 'missing')
+
+
+@pytest.mark.parametrize('dtype,rel', [('float16', 2 ** -10), ('bfloat16', 2 ** -7)])
+def test_half_precision_shards_are_another_key_and_read_back_as_float32(tree, tmp_path, dtype, rel):
+    vae = tiny_vae()
+    full = cache_latents(vae, SUB, tree, tmp_path / 'cache', progress=False)
+    half = cache_latents(vae, SUB, tree, tmp_path / 'cache', progress=False, dtype=dtype)
+    assert half.folder != full.folder and half.key['dtype'] == dtype and full.key['dtype'] == 'float32'
+    assert half.fresh == (0, 1, 2, 3)   # a new key: encoded afresh, the float32 shards untouched
+    for c in range(4):
+        z, ref = half.class_latents(c), full.class_latents(c)
+        assert z.dtype == torch.float32 and z.shape == ref.shape
+        assert ((z - ref).abs() <= rel * ref.abs() + 1e-6).all()   # rounding of the stored values only
+        assert half.shard_path(c).stat().st_size < 0.75 * full.shard_path(c).stat().st_size
+    assert LatentCache.open(half.folder).dtype == getattr(torch, dtype)
+    with pytest.raises(ValueError, match="unknown latent dtype 'float64'"):
+        cache_latents(vae, SUB, tree, tmp_path / 'cache', dtype='float64')
+
+def test_class_images_are_the_files_behind_the_rows(tree, tmp_path):
+    from mgd3.data import load_image
+    c = cache_latents(tiny_vae(), SUB, tree, tmp_path / 'cache', progress=False)
+    files = sorted((tree / 'train' / SUB.wnids[2]).iterdir())
+    t, _ = load_tensors(c.shard_path(2))
+    imgs = c.class_images(2, tree)
+    assert imgs.shape == (6, 3, 16, 16) and imgs.dtype == torch.uint8
+    for img, i in zip(imgs, t['file_index'].tolist()): assert torch.equal(img, load_image(files[i], 16))
+    starts = [0, 5, 8, 14]
+    assert torch.equal(c.real_images(torch.tensor([starts[2] + 1, 0]), tree), torch.stack([imgs[1], c.class_images(0, tree)[0]]))
