@@ -189,7 +189,7 @@ def _grouped_torch_modes(cache, counts, ipc, seed, device, max_bytes, kw):
             closest[c] = _nearest_rows_torch(x, r.centroids).cpu() + int(starts[c])
     return cent.view(C, ipc, *shape), sizes, closest, len(groups)
 
-# %% ../nbs/03_modes.ipynb #404ed22d
+# %% ../nbs/03_modes.ipynb #4649b8c1
 def discover_modes_cached(cache, # a `LatentCache` (mgd3.latents), read one class at a time
                           ipc:int, # modes per class
                           method:str='kmeans', # a registered method (list_mode_methods())
@@ -212,11 +212,15 @@ def discover_modes_cached(cache, # a `LatentCache` (mgd3.latents), read one clas
         method_kwargs = {**method_kwargs, 'device': device}
     def one(c):
         z = cache.class_latents(c)
-        return _class_modes(z.float().reshape(len(z), -1).numpy(), ipc, method, seed, method_kwargs), tuple(z.shape[1:])
-    out = Parallel(n_jobs=n_jobs)(delayed(one)(c) for c in range(cache.spec.num_classes))
-    starts = np.cumsum([0] + counts[:-1])
-    return _stack([r for r, _ in out], [np.arange(s, s + n) for s, n in zip(starts, counts)], method, seed, out[0][1],
-                  meta)
+        return _class_modes(z.reshape(len(z), -1).numpy(), ipc, method, seed, method_kwargs), tuple(z.shape[1:])
+    starts, cent = np.cumsum([0] + counts[:-1]), None
+    sizes, closest = torch.empty(len(counts), ipc, dtype=torch.long), torch.empty(len(counts), ipc, dtype=torch.long)
+    results = Parallel(n_jobs=n_jobs, return_as='generator')(delayed(one)(c) for c in range(len(counts)))
+    for c, ((modes, size, near), shape) in enumerate(results):   # filled in place: no list of per-class results
+        if cent is None: cent = torch.empty(len(counts), ipc, *shape)
+        cent[c] = torch.from_numpy(modes).reshape(ipc, *shape)
+        sizes[c], closest[c] = torch.from_numpy(size), torch.from_numpy(near) + int(starts[c])
+    return ModeSet(cent, sizes, closest, method, seed, meta)
 
 # %% ../nbs/03_modes.ipynb #a517cf28
 def _as_display(img):
