@@ -1,8 +1,37 @@
-"""Package build for mgd3; metadata and requirements come from settings.ini (nbdev 2 layout)."""
-from configparser import ConfigParser
-import setuptools, shlex
+"""Package build for mgd3; metadata and requirements come from settings.ini (nbdev 2 layout).
 
-assert setuptools.__version__ >= '36.2'
+Extras: `sd` (Stable Diffusion text encoders), `explore` (the interactive explorer, in a notebook or served to a
+browser by voila), `run` (papermill and a kernel for the parameterised run notebook), `all` (the three), `dev` (all,
+plus the pinned nbdev tools, pytest and the build/upload checkers).
+
+Why each floor in settings.ini (measured in throwaway Python 3.10 venvs at the floors, with NumPy 1.24 and 2.2):
+  torch>=2.3, torchvision>=0.18  2.3 is the first torch built against NumPy 2 (older ones lose torch.from_numpy there)
+  numpy>=1.24                    tested floor; NumPy 2 works given the torch/matplotlib/scikit-learn floors
+  diffusers>=0.30                AutoencoderKL(mid_block_add_attention=) (make_vae, tiny-mnist); DiTTransformer2DModel
+                                 came in 0.29. 0.35.0/0.35.1 fail to import on torch<2.4 (torch.library.custom_op)
+  huggingface_hub>=0.23.2        snapshot_download(local_files_only=, allow_patterns=); diffusers 0.30's own floor
+  safetensors>=0.4.1, tqdm>=4.60, pillow>=9, mlxtend>=0.22, timm>=0.9 (timm.data.ImageNetInfo)   tested floors
+  accelerate>=0.20               PartialState.split_between_processes (absent in 0.19)
+  scikit-learn>=1.5              TSNE(max_iter=) (n_iter before 1.5); joblib>=1.2 is scikit-learn 1.5's floor
+  matplotlib>=3.8.4              first release for NumPy 2 (3.7 fails to import there; 3.8.0-3.8.3 cap numpy<2)
+  sd: transformers>=5            tiny_text_backbone_folder builds CLIPTokenizer(vocab=, merges=), a transformers 5 API;
+      diffusers>=0.35.2          older diffusers import FLAX_WEIGHTS_NAME, gone from transformers 5
+      pillow>=9.1                transformers 5 uses PIL.Image.Resampling without declaring pillow
+  explore/run: ipython>=8.3      execnb (nbdev_test) passes run_cell(cell_id=), new in IPython 8.3
+      ipykernel>=6.21            older 6.x die at start (6.0) or hold jupyter_client<8 and IPython 7
+  dev: diffusers>=0.41           tests compare with DiTPipeline(output_type='pt'), honoured from 0.41 (mgd3 needs 0.30)
+      twine>=6.1                 twine 5.x rejects Metadata-Version 2.4 (License-Expression, License-File)
+"""
+import os, shlex
+from configparser import ConfigParser
+import setuptools
+from packaging.version import Version
+from setuptools.command.build_py import build_py
+
+MIN_SETUPTOOLS = '77'   # SPDX `license` expressions and license_files (PEP 639); pyproject.toml asks for the same
+if Version(setuptools.__version__) < Version(MIN_SETUPTOOLS):
+    raise RuntimeError(f"mgd3 needs setuptools>={MIN_SETUPTOOLS} to build (found {setuptools.__version__}): "
+                       "run `pip install -U setuptools`, or build with `python -m build` (isolated)")
 
 config = ConfigParser(delimiters=['='])
 config.read('settings.ini', encoding='utf-8')
@@ -13,36 +42,48 @@ expected = cfg_keys + "lib_name user branch license status min_python audience l
 for o in expected: assert o in cfg, "missing expected setting: {}".format(o)
 setup_cfg = {o: cfg[o] for o in cfg_keys}
 
-licenses = {
-    'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License'),
-    'mit': ('MIT License', 'OSI Approved :: MIT License'),
-}
-statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
+licenses = {'apache2': 'Apache-2.0', 'mit': 'MIT'}   # nbdev's names -> SPDX expressions
+statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature',
+            '7 - Inactive']
+status = next(s for s in statuses if s.split()[0] == cfg['status'])   # settings.ini: status = 3 -> '3 - Alpha'
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
-requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
-lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
+reqs = lambda key: shlex.split(cfg.get(key, ''))
+requirements = reqs('requirements')
+extras = {name: reqs(f'{name}_requirements') for name in ('sd', 'explore', 'run')}
+extras['all'] = sorted({r for name in ('sd', 'explore', 'run') for r in extras[name]})
+extras['dev'] = extras['all'] + reqs('dev_requirements')
 min_python = cfg['min_python']
-lic_classifier = ['License :: ' + lic[1]] if lic[1] else []
+
+
+class BuildPyWithRunNotebook(build_py):
+    "Also ship the parameterised run notebook `nbs/run.ipynb` as `mgd3/run.ipynb`, so an installed mgd3 can run it."
+    def run(self):
+        super().run()
+        src = os.path.join('nbs', 'run.ipynb')
+        if not self.editable_mode and os.path.isfile(src):   # an editable install uses the checkout's nbs/run.ipynb
+            self.copy_file(src, os.path.join(self.build_lib, cfg['lib_path'], 'run.ipynb'), preserve_mode=False)
+
 
 setuptools.setup(
     name=cfg['lib_name'],
-    license=lic[0],
-    classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
+    **setup_cfg,
+    license_expression=licenses.get(cfg['license'].lower(), cfg['license']),
+    license_files=['LICENSE'],
+    classifiers=['Development Status :: ' + status,
                  'Intended Audience :: ' + cfg['audience'].title(),
-                 'Natural Language :: ' + cfg['language'].title()] + lic_classifier +
+                 'Natural Language :: ' + cfg['language'].title()] +
                 ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['mgd3', 'mgd3.*']),
-    include_package_data=True,
+    include_package_data=False,   # package_data below is the whole list (MANIFEST.in only feeds the sdist)
     package_data={'mgd3': ['assets/**/*', 'assets/*']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
-    dependency_links=cfg.get('dep_links', '').split(),
-    python_requires='>=' + cfg['min_python'],
+    extras_require=extras,
+    python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     zip_safe=False,
+    cmdclass={'build_py': BuildPyWithRunNotebook},
     entry_points={'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']},
 )

@@ -50,12 +50,18 @@ def test_label_dropout_is_off_even_in_train_mode(tmp_path):
         b = bb.transformer(x, timestep=t, class_labels=y).sample
     assert torch.equal(a, b)
 
-def test_missing_parts_and_offline_hub_explain_the_fix(tmp_path):
+def test_missing_parts_and_offline_hub_explain_the_fix(tmp_path, monkeypatch):
     _tiny_pipeline().save_pretrained(tmp_path/'p')
     shutil.rmtree(tmp_path/'p'/'transformer')
     with pytest.raises(FileNotFoundError, match='no transformer/ folder'): load_backbone(tmp_path/'p')
     with pytest.raises(FileNotFoundError, match='save_pretrained'): load_backbone(tmp_path/'missing')
-    with pytest.raises(FileNotFoundError, match='vae='): load_backbone('no-such-org/no-such-dit-model')
+    # a hub id that is not cached: the cache lookup misses, the download is refused by offline mode (no network
+    # lookup at all, whatever the environment says), and the error explains how to pass local folders
+    import huggingface_hub.constants as hub_constants
+    monkeypatch.setattr(hub_constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(hub_constants, 'HF_HUB_CACHE', str(tmp_path/'empty-hub-cache'))
+    with pytest.raises(FileNotFoundError, match='vae=') as err: load_backbone('no-such-org/no-such-dit-model')
+    assert 'neither a local folder nor a hub model in the local cache' in str(err.value)
 
 def test_registry_knows_the_paper_backbone():
     assert {'tiny-mnist', 'dit-xl-2-256'} <= set(list_backbones())
