@@ -116,7 +116,7 @@ def image_batches(data, # an `ImageSet` (images on any device) or a `StreamedIma
     else:
         for idx in index_batches: yield data.images[idx.to(data.images.device)].to(device)
 
-# %% ../nbs/08_evaluate.ipynb #e3c5beb6
+# %% ../nbs/08_evaluate.ipynb #2af0a6d6
 def as_image_set(data, # (images, labels) tensors, an ImageSet, a StreamedImageSet, or an ImageFolder path
                  *, name:str='train', # used in error messages
                  image_size:int|None=None, # for folders: resize + centre-crop to this
@@ -135,11 +135,17 @@ def as_image_set(data, # (images, labels) tensors, an ImageSet, a StreamedImageS
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(f"{name} must be (images, labels) tensors or an ImageFolder path, got {type(data).__name__}")
     x, y = torch.as_tensor(data[0]), torch.as_tensor(data[1])
-    if x.ndim != 4: raise ValueError(f"{name} images must be [N, C, H, W], got shape {tuple(x.shape)}; add the channel axis with images[:, None]")
-    if y.shape != (len(x),): raise ValueError(f"{name} labels must be a 1-D tensor of {len(x)} class indices, got shape {tuple(y.shape)}")
-    if y.dtype.is_floating_point or y.dtype == torch.bool: raise ValueError(f"{name} labels must be integer class indices, got {y.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} images must be [N, C, H, W], got shape {tuple(x.shape)}; "
+                         "add the channel axis with images[:, None]")
+    if y.shape != (len(x),):
+        raise ValueError(f"{name} labels must be a 1-D tensor of {len(x)} class indices, got shape {tuple(y.shape)}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise ValueError(f"{name} labels must be integer class indices, got {y.dtype}")
     if x.is_floating_point():
-        if len(x) and (x.min() < 0 or x.max() > 1): raise ValueError(f"float {name} images must lie in [0, 1]; got [{x.min():.3g}, {x.max():.3g}]; pass uint8 or rescale")
+        if len(x) and (x.min() < 0 or x.max() > 1):
+            raise ValueError(f"float {name} images must lie in [0, 1]; got [{x.min():.3g}, {x.max():.3g}]; "
+                             "pass uint8 or rescale")
         x = (x * 255).round().to(torch.uint8)
     elif x.dtype != torch.uint8: raise ValueError(f"{name} images must be uint8 or float in [0, 1], got {x.dtype}")
     return ImageSet(x, y.long())
@@ -150,10 +156,13 @@ def check_image_sets(train:ImageSet, test:ImageSet, num_classes:int, image_size:
         if len(s.labels) == 0: raise ValueError(f"the {name} set is empty")
         lo, hi = int(s.labels.min()), int(s.labels.max())
         if lo < 0 or hi >= num_classes:
-            raise ValueError(f"{name} labels must lie in [0, {num_classes - 1}] but span [{lo}, {hi}]; relabel them or pass num_classes=")
+            raise ValueError(f"{name} labels must lie in [0, {num_classes - 1}] but span [{lo}, {hi}]; "
+                             "relabel them or pass num_classes=")
     counts = torch.bincount(train.labels, minlength=num_classes)
     empty = torch.nonzero(counts == 0).flatten().tolist()
-    if empty: raise ValueError(f"train classes {empty[:10]} have no images; every class needs at least one (or drop the class and relabel)")
+    if empty:
+        raise ValueError(f"train classes {empty[:10]} have no images; every class needs at least one "
+                         "(or drop the class and relabel)")
     tr, te = image_shape(train), image_shape(test)
     if tr[0] != te[0]:
         raise ValueError(f"train images have {tr[0]} channels but test images {te[0]}; convert one of them")
@@ -188,7 +197,7 @@ def prepare_test_set(data, # (images, labels) tensors, an ImageSet, or an ImageF
         s = ImageSet(s.images[..., o:o + image_size, o:o + image_size], s.labels, s.classes)
     return s
 
-# %% ../nbs/08_evaluate.ipynb #b5e91b01
+# %% ../nbs/08_evaluate.ipynb #55298ed7
 _EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 _EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 _GRAY = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 luma, as IDC's Grayscale and torchvision's rgb_to_grayscale
@@ -199,8 +208,10 @@ def _uniform(n, lo, hi, g): return lo + (hi - lo) * torch.rand(n, generator=g)
 def cpu_single_thread(device:str|torch.device):
     "Run the block with one torch thread when `device` is the CPU (tiny kernels); a no-op elsewhere."
     if torch.device(device).type != 'cpu':
-        yield; return
-    n = torch.get_num_threads(); torch.set_num_threads(1)
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     try: yield
     finally: torch.set_num_threads(n)
 
@@ -238,15 +249,17 @@ def augment_batch(images:torch.Tensor, # uint8 `[B, C, H, W]` on the training de
                   lighting:float=0.1, # PCA lighting noise α-std (0 = off; 3-channel only)
                   jitter_style:str='clamped', # 'idc' (random order per image, unclamped) or 'clamped' (fixed order)
                  ) -> torch.Tensor:
-    "Random-resized-crop, flip, colour jitter and lighting of a whole batch with per-sample parameters; float [0, 1] out."
+    "Random-resized-crop, flip, colour jitter and lighting of a batch with per-sample parameters; float [0, 1] out."
     if jitter_style not in ('idc', 'clamped'):
         raise ValueError(f"unknown jitter_style {jitter_style!r}; use 'idc' or 'clamped'")
-    B, C, H, W = images.shape; dev = images.device
+    B, C, H, W = images.shape
+    dev = images.device
     area = _uniform(B, *scale, generator)
     logr = _uniform(B, math.log(ratio[0]), math.log(ratio[1]), generator)
     cw = (area * H * W * logr.exp()).sqrt().div(W).clamp(max=1.0)
     ch = (area * H * W / logr.exp()).sqrt().div(H).clamp(max=1.0)
-    cx, cy = (1 - cw) * (2 * torch.rand(B, generator=generator) - 1), (1 - ch) * (2 * torch.rand(B, generator=generator) - 1)
+    cx = (1 - cw) * (2 * torch.rand(B, generator=generator) - 1)
+    cy = (1 - ch) * (2 * torch.rand(B, generator=generator) - 1)
     sign = torch.where(torch.rand(B, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(B)
     theta = torch.zeros(B, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = cw * sign, cx, ch, cy
@@ -266,14 +279,15 @@ def normalize_batch(x:torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
 
-# %% ../nbs/08_evaluate.ipynb #901e4b56
+# %% ../nbs/08_evaluate.ipynb #032620bd
 def shuffle_patches(images:torch.Tensor, # `[B, C, H, W]` (any dtype) on any device
                     factor:int, # patches per side (1 = off)
                     generator:torch.Generator, # CPU generator for the permutations
                    ) -> torch.Tensor:
     "RDED's ShufflePatches per image: a random column and a random row permutation of the `factor × factor` patches."
     if factor <= 1: return images
-    B, C, H, W = images.shape; th, tw = H // factor, W // factor
+    B, C, H, W = images.shape
+    th, tw = H // factor, W // factor
     if th == 0 or tw == 0:
         raise ValueError(f"images of {H}×{W} px cannot be cut into {factor}×{factor} patches; lower shuffle_patches")
     cols = torch.rand(B, factor, generator=generator).argsort(1).to(images.device)
@@ -423,7 +437,7 @@ def resolve_config(cfg:EvalConfig, *, protocol:str, num_classes:int, ipc:int, ex
     elif cfg.batch_rule != 'fixed': raise ValueError(f"unknown batch_rule {cfg.batch_rule!r}; use 'fixed' or 'rded'")
     return replace(cfg, **ch)
 
-# %% ../nbs/08_evaluate.ipynb #12926742
+# %% ../nbs/08_evaluate.ipynb #9cd0bafb
 @dataclass
 class EvalResult:
     "One training run: best and final test top-1 (%), the (epoch, acc) history and the settings used."
@@ -447,7 +461,8 @@ def summarize_results(results:list[EvalResult], metric:str='best_acc') -> EvalSu
     "Mean ± std of `metric` over `results`, labelled as generation seeds and/or training seeds."
     if not results: raise ValueError("no results to summarise")
     vals = np.array([getattr(r, metric) for r in results], dtype=float)
-    gens = {r.config.get('generation_seed') for r in results}; trains = {r.config.get('seed') for r in results}
+    gens = {r.config.get('generation_seed') for r in results}
+    trains = {r.config.get('seed') for r in results}
     over = {(True, True): 'generation × training seeds', (True, False): 'generation seeds',
             (False, True): 'training seeds', (False, False): 'repeats'}[(len(gens) > 1, len(trains) > 1)]
     return EvalSummary(float(vals.mean()), float(vals.std()), len(vals), over, metric)
@@ -494,7 +509,7 @@ def make_optimizer(net:torch.nn.Module, cfg:EvalConfig, protocol:str, epochs:int
     return opt, torch.optim.lr_scheduler.LambdaLR(
         opt, lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs / period)) if e <= epochs else 0.0)
 
-# %% ../nbs/08_evaluate.ipynb #d26120a7
+# %% ../nbs/08_evaluate.ipynb #a2febd1b
 def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:EvalConfig, epochs:int, num_classes:int,
                    image_size:int, protocol:str='hard', teacher:Teacher|None=None, seed:int=0,
                    device:torch.device=torch.device('cpu'), log:Callable|None=None, keep_best:bool=False,
@@ -502,7 +517,8 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
     "Train `net` on `train` with the protocol and test it at `eval_epochs` (`keep_best`: end with the best weights)."
     C = image_shape(train)[0]
     mean, std = cfg.mean or (0.5,) * C, cfg.std or (0.5,) * C
-    if len(mean) != C: raise ValueError(f"the preset normalises {len(mean)} channels but the images have {C}; pass mean= and std=")
+    if len(mean) != C:
+        raise ValueError(f"the preset normalises {len(mean)} channels but the images have {C}; pass mean= and std=")
     g = torch.Generator().manual_seed(seed)
     if not isinstance(train, StreamedImageSet): train = ImageSet(train.images.to(device), train.labels, train.classes)
     labels = train.labels.to(device)
@@ -521,14 +537,16 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
                 src = shuffle_patches(src, cfg.shuffle_patches, g)
                 xb = augment_batch(src, image_size, g, scale=cfg.scale, flip=cfg.flip, jitter=cfg.jitter,
                                    lighting=cfg.lighting, jitter_style=cfg.jitter_style)
-                mix = cutmix(xb, g, cfg.cutmix_beta) if (cfg.cutmix_beta > 0 and torch.rand(1, generator=g).item() < cfg.cutmix_prob) else None
+                draw = cfg.cutmix_beta > 0 and torch.rand(1, generator=g).item() < cfg.cutmix_prob
+                mix = cutmix(xb, g, cfg.cutmix_beta) if draw else None
                 if mix is not None: xb = mix.images
                 xn = normalize_batch(xb, mean, std)
             if extra:
                 with torch.no_grad(): net(xn)
             out = net(xn)
             if protocol == 'hard':
-                target = mixed_targets(labels[idx], mix, num_classes) if mix is not None else F.one_hot(labels[idx], num_classes).float()
+                target = (mixed_targets(labels[idx], mix, num_classes) if mix is not None
+                          else F.one_hot(labels[idx], num_classes).float())
                 loss = torch.sum(-target * F.log_softmax(out, 1), 1).mean()
             else:
                 with torch.no_grad():
@@ -540,7 +558,9 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
                                          "order) or a teacher of these classes")
                     soft = F.softmax(t / cfg.temperature, 1)
                 loss = F.kl_div(F.log_softmax(out / cfg.temperature, 1), soft, reduction='batchmean')
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         sched.step()
         if epoch + 1 in due:
             history.append((epoch + 1, top1_accuracy(net, test, cfg, mean, std, device)))
@@ -551,7 +571,7 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
     accs = [a for _, a in history]
     return EvalResult(max(accs), accs[-1], history, {}, time.perf_counter() - t0)
 
-# %% ../nbs/08_evaluate.ipynb #3abd0d28
+# %% ../nbs/08_evaluate.ipynb #95ba00fb
 def _test_transform_note(test, image_size:int, test_resize:int|None) -> str:
     "How the test images were cropped, for the record."
     r = test_resize or image_size
@@ -592,9 +612,11 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
     check_image_sets(train, test, num_classes, image_size)
     ipc = int(torch.bincount(train.labels, minlength=num_classes).max())
     cfg = resolve_config(cfg, protocol=protocol, num_classes=num_classes, ipc=ipc, explicit=overrides)
-    epochs = epochs or (cfg.soft_epochs if protocol == 'soft' else cfg.epochs) or epochs_for(ipc, num_classes, cfg.epoch_table)
+    epochs = (epochs or (cfg.soft_epochs if protocol == 'soft' else cfg.epochs)
+              or epochs_for(ipc, num_classes, cfg.epoch_table))
     if protocol == 'soft':
-        if teacher is None: raise ValueError("the soft-label protocol needs teacher= (a Teacher, a teacher folder, or 'mnist5k')")
+        if teacher is None:
+            raise ValueError("the soft-label protocol needs teacher= (a Teacher, a teacher folder, or 'mnist5k')")
         if not isinstance(teacher, Teacher):
             from mgd3.evalnets import load_teacher
             teacher = load_teacher(teacher, device=device)
@@ -606,23 +628,26 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
                          protocol=protocol, teacher=teacher, seed=seed, device=device, log=log,
                          teacher_classes=teacher_classes)
     res.config = dict(asdict(cfg), net=net, protocol=protocol, preset=preset, epochs=epochs, ipc=ipc, seed=seed,
-                      num_classes=num_classes, image_size=image_size, generation_seed=generation_seed, device=str(device),
+                      num_classes=num_classes, image_size=image_size, generation_seed=generation_seed,
+                      device=str(device),
                       teacher=None if teacher is None else teacher.config.get('name', teacher.config.get('net')),
                       teacher_classes=None if teacher_classes is None else [int(c) for c in teacher_classes],
                       test_transform=note, num_train=len(train.labels), num_test=len(test.labels),
                       streamed=[isinstance(s, StreamedImageSet) for s in (train, test)])
     return res
 
-# %% ../nbs/08_evaluate.ipynb #f11d4ae4
+# %% ../nbs/08_evaluate.ipynb #96c0661a
 def train_teacher(train, # (images, labels): the real train images the teacher learns from
                   holdout, # (images, labels): held out of the train split, for picking the epoch
                   *, net:str='convnet3', net_kwargs:dict|None=None, # network name and constructor keywords (e.g. width)
                   preset:str='mnist5k', epochs:int=24, seed:int=0,
                   device:str|torch.device|None=None, log:Callable|None=None, **overrides) -> tuple[Teacher, EvalResult]:
     "Train a teacher with the hard-label protocol, keeping the best epoch on `holdout`; returns (Teacher, EvalResult)."
-    cfg = get_eval_config(preset, **overrides); device = pick_device(device)
+    cfg = get_eval_config(preset, **overrides)
+    device = pick_device(device)
     train, holdout = as_image_set(train, name='train'), as_image_set(holdout, name='holdout')
-    size = cfg.image_size or train.images.shape[-1]; C = train.images.shape[1]
+    size = cfg.image_size or train.images.shape[-1]
+    C = train.images.shape[1]
     num_classes = int(train.labels.max()) + 1
     check_image_sets(train, holdout, num_classes, size)
     with torch.random.fork_rng(devices=[]):
@@ -631,7 +656,8 @@ def train_teacher(train, # (images, labels): the real train images the teacher l
     res = train_and_eval(model, train, holdout, cfg=cfg, epochs=epochs, num_classes=num_classes, image_size=size,
                          seed=seed, device=device, log=log, keep_best=True)
     mean, std = list(cfg.mean or (0.5,) * C), list(cfg.std or (0.5,) * C)
-    res.config = dict(net=net, net_kwargs=dict(net_kwargs or {}), num_classes=num_classes, image_size=size, in_chans=C, mean=mean, std=std, seed=seed,
+    res.config = dict(net=net, net_kwargs=dict(net_kwargs or {}), num_classes=num_classes, image_size=size, in_chans=C,
+                      mean=mean, std=std, seed=seed,
                       epochs=epochs, preset=preset, holdout_best_acc=res.best_acc, num_train=len(train.labels),
                       num_holdout=len(holdout.labels))
     return Teacher(model, image_size=size, mean=mean, std=std, config=res.config), res
