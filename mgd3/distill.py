@@ -26,7 +26,7 @@ __all__ = ['SAMPLES_FIGURE', 'prepare', 'make_sets', 'test_set', 'run_teacher', 
            'accuracy_summary', 'class_set_images', 'compute_metrics', 'comparison_table', 'plot_samples',
            'plot_accuracy', 'make_figures', 'DistillResult', 'distill']
 
-# %% ../nbs/13_distill.ipynb #f95f98fc
+# %% ../nbs/13_distill.ipynb #6ee01283
 def prepare(run:Run, # the run
             device:torch.device, # where the backbone runs
            ) -> MethodContext:
@@ -35,7 +35,8 @@ def prepare(run:Run, # the run
     with run.stage('load'): bb = run.load_backbone(device)
     text = cfg.backbone.startswith('sd:')
     with run.stage('encode'):
-        cache = cache_latents(bb.vae, spec, cfg.data_root, run.latents_dir, image_size=bb.image_size, sample=text)
+        cache = cache_latents(bb.vae, spec, cfg.data_root, run.latents_dir, image_size=bb.image_size, sample=text,
+                              dtype=cfg.latent_dtype)
     with run.stage('modes'):
         if run.modes_path.exists():
             modes = run.modes()

@@ -186,3 +186,14 @@ def test_class_images_are_the_files_behind_the_rows(tree, tmp_path):
     for img, i in zip(imgs, t['file_index'].tolist()): assert torch.equal(img, load_image(files[i], 16))
     starts = [0, 5, 8, 14]
     assert torch.equal(c.real_images(torch.tensor([starts[2] + 1, 0]), tree), torch.stack([imgs[1], c.class_images(0, tree)[0]]))
+
+def test_a_run_stores_its_latent_cache_in_latent_dtype(tmp_path):
+    "The run parameter `latent_dtype` reaches the cache: half-precision shards, read back as float32 for the modes."
+    from mgd3.config import DistillConfig
+    from mgd3.run import Run
+    from mgd3.distill import prepare
+    run = Run.open(DistillConfig.from_params(latent_dtype='float16', quick=True, out_dir=str(tmp_path / 'run')))
+    ctx = prepare(run, torch.device('cpu'))
+    assert ctx.cache.key['dtype'] == 'float16' and ctx.cache.dtype == torch.float16
+    assert run.latent_cache().folder == ctx.cache.folder and ctx.modes.meta['cache_key']['dtype'] == 'float16'
+    assert ctx.cache.class_latents(0).dtype == torch.float32 and ctx.modes.centroids.dtype == torch.float32
