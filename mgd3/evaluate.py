@@ -171,7 +171,7 @@ def check_image_sets(train:ImageSet, test:ImageSet, num_classes:int, image_size:
                          f"resize them to {image_size}×{image_size} or pass image_size={te[-1]}")
     if min(tr[-2:]) < 8: raise ValueError(f"train images of {tr[-2:]} px are too small")
 
-# %% ../nbs/08_evaluate.ipynb #e8c2fc78
+# %% ../nbs/08_evaluate.ipynb #090f59e7
 def prepare_test_set(data, # (images, labels) tensors, an ImageSet, or an ImageFolder path (the real test split)
                      *, image_size:int, # the protocol's crop size
                      test_resize:int|None=None, # resize the short side to this first (None: image_size, IDC)
@@ -188,13 +188,16 @@ def prepare_test_set(data, # (images, labels) tensors, an ImageSet, or an ImageF
             raise ValueError(f"the streamed test set is at {data.image_shape[-1]} px, not the protocol's "
                              f"{image_size}; pass its folder instead")
         return data
-    if isinstance(data, (str, Path)) and stream is not False:
+    folder = isinstance(data, (str, Path))
+    if folder and stream is not False:
         st = StreamedImageSet(data, resize, classes, crop=image_size, num_workers=num_workers)
+        st.transform = f"resize {resize}, centre crop {image_size}"
         if stream or st.nbytes > STREAM_BYTES: return st
     s = as_image_set(data, name='test', image_size=resize, classes=classes)
     if resize != image_size and tuple(s.images.shape[-2:]) == (resize, resize):
         o = int(round((resize - image_size) / 2.0))  # torchvision's CenterCrop offset
         s = ImageSet(s.images[..., o:o + image_size, o:o + image_size], s.labels, s.classes)
+    if folder: s.transform = f"resize {resize}, centre crop {image_size}"   # read from files: recorded by evaluate
     return s
 
 # %% ../nbs/08_evaluate.ipynb #55298ed7
@@ -571,9 +574,10 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
     accs = [a for _, a in history]
     return EvalResult(max(accs), accs[-1], history, {}, time.perf_counter() - t0)
 
-# %% ../nbs/08_evaluate.ipynb #95ba00fb
+# %% ../nbs/08_evaluate.ipynb #e9e692dd
 def _test_transform_note(test, image_size:int, test_resize:int|None) -> str:
-    "How the test images were cropped, for the record."
+    "How the test images were cropped, for the record (a set from `prepare_test_set` carries its own)."
+    if getattr(test, 'transform', None): return test.transform
     r = test_resize or image_size
     if isinstance(test, (str, Path)): return f"resize {r}, centre crop {image_size}"
     if r != image_size and image_shape(test)[-2:] == (r, r):
