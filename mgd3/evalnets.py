@@ -177,7 +177,7 @@ def penultimate_features(net:nn.Module, # a network with timm's `forward_feature
     net.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, getattr(net, 'num_features', 0))
 
-# %% ../nbs/07_evalnets.ipynb #ab405e48
+# %% ../nbs/07_evalnets.ipynb #ee95deaa
 ASSETS = ASSETS_DIR  # the packaged weights folder (mgd3.backbone), holding the embedded teachers
 EMBEDDED_TEACHERS = {'mnist5k': 'teacher-mnist5k'}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -186,14 +186,16 @@ def _num_outputs(net:nn.Module) -> int:
     "A classifier's number of outputs: its `num_classes`, else the last linear layer's width."
     n = getattr(net, 'num_classes', None)
     if n: return int(n)
-    return [m for m in net.modules() if isinstance(m, nn.Linear)][-1].out_features
+    linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not linear: raise ValueError(f"cannot tell how many classes {type(net).__name__} predicts; pass num_classes=")
+    return linear[-1].out_features
 
 class Teacher(nn.Module):
     "A frozen classifier plus its preprocessing: call it on [0, 1] float crops of any size."
-    def __init__(self, net:nn.Module, *, image_size:int, mean, std, config:dict|None=None):
+    def __init__(self, net:nn.Module, *, image_size:int, mean, std, config:dict|None=None, num_classes:int|None=None):
         super().__init__()
         self.net, self.image_size, self.config = net.eval().requires_grad_(False), image_size, dict(config or {})
-        self.num_classes = _num_outputs(net)
+        self.num_classes = num_classes or _num_outputs(net)   # outputs of the classifier
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
     def preprocess(self, x:torch.Tensor) -> torch.Tensor:
