@@ -12,6 +12,8 @@ Why each floor in settings.ini (measured in throwaway Python 3.10 venvs at the f
   huggingface_hub>=0.23.2        snapshot_download(local_files_only=, allow_patterns=); diffusers 0.30's own floor
   safetensors>=0.4.1, tqdm>=4.60, pillow>=9, mlxtend>=0.22, timm>=0.9 (timm.data.ImageNetInfo)   tested floors
   accelerate>=0.20               PartialState.split_between_processes (absent in 0.19)
+  filelock>=3.0.12               RunLock (one writer per run folder): FileLock.acquire(timeout=0), Timeout, and a killed
+                                 holder's lock freed by the OS; two-process lock cases pass at 3.0.12
   scikit-learn>=1.5              TSNE(max_iter=) (n_iter before 1.5); joblib>=1.2 is scikit-learn 1.5's floor
   matplotlib>=3.8.4              first release for NumPy 2 (3.7 fails to import there; 3.8.0-3.8.3 cap numpy<2)
   sd: transformers>=5            tiny_text_backbone_folder builds CLIPTokenizer(vocab=, merges=), a transformers 5 API;
@@ -21,6 +23,7 @@ Why each floor in settings.ini (measured in throwaway Python 3.10 venvs at the f
       ipykernel>=6.21            older 6.x die at start (6.0) or hold jupyter_client<8 and IPython 7
   dev: diffusers>=0.41           tests compare with DiTPipeline(output_type='pt'), honoured from 0.41 (mgd3 needs 0.30)
       twine>=6.1                 twine 5.x rejects Metadata-Version 2.4 (License-Expression, License-File)
+      hypothesis>=6.0            property tests (tests/test_properties.py): profiles, given, strategies; pass at 6.0.0
 """
 import os, shlex
 from configparser import ConfigParser

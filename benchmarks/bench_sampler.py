@@ -3,11 +3,14 @@
 1. Batched `generate` vs a batch-1 loop shaped like the authors' script (one image and its CFG pair per network
    call, 50 DDPM steps): target >= 10x.
 2. Mode-guided vs unguided sampling at the same batch: target overhead <= 10%.
+3. The per-step finite check of the DDPM loop (`mgd3.sampler.check_finite_step`, one `isfinite().all()` per step) on
+   vs off, guided, at the largest chunk: target overhead <= 1%.
 
     python benchmarks/bench_sampler.py [--images 100] [--steps 50]
 """
 import argparse, time
 import torch
+import mgd3.sampler
 from mgd3.backbone import load_backbone
 from mgd3.sampler import generate
 
@@ -35,10 +38,21 @@ def main():
             best[name] = min(timed(lambda: generate(bb, labels, seeds=seeds, modes=m, batch_size=n, chunk_size=chunk,
                                                     **kw))[0] for _ in range(a.repeats))
         rows.append((chunk, best))
+    check, off = mgd3.sampler.check_finite_step, lambda *a, **k: None
+    finite = {'on': [], 'off': []}
+    for _ in range(a.repeats):   # interleaved, so that a change in machine load hits both alike
+        for name, fn in (('on', check), ('off', off)):
+            mgd3.sampler.check_finite_step = fn
+            finite[name].append(timed(lambda: generate(bb, labels, seeds=seeds, modes=modes, batch_size=n,
+                                                       chunk_size=n, **kw))[0])
+    mgd3.sampler.check_finite_step = check
     print(f'batch-1 loop (authors-style, guided): {loop_s:.2f} s  ({n / loop_s:.1f} img/s)')
     for chunk, best in rows:
         print(f'batched chunk_size={chunk:<4d} guided {best["guided"]:.2f} s ({n / best["guided"]:.1f} img/s), '
               f'unguided {best["unguided"]:.2f} s | speed-up vs loop {loop_s / best["guided"]:.1f}x | '
               f'guidance overhead {100 * (best["guided"] / best["unguided"] - 1):+.1f}%')
+    on, no = min(finite['on']), min(finite['off'])
+    print(f'finite check per step (guided, chunk_size={n}): on {on:.3f} s, off {no:.3f} s | overhead '
+          f'{100 * (on / no - 1):+.1f}% (best of {a.repeats})')
 
 if __name__ == '__main__': main()

@@ -144,7 +144,7 @@ def _mnist5k():
 def center_crop_arr(img:Image.Image, # a PIL image
                     image_size:int, # side of the square output
                    ) -> Image.Image:
-    "ADM's centre crop (digest §1.2): BOX-halve while short side ≥ 2·size, BICUBIC short side to size, crop the centre."
+    "ADM's centre crop (`center_crop_arr`): BOX-halve while short side ≥ 2·size, BICUBIC short side to size, crop."
     while min(img.size) >= 2 * image_size:
         img = img.resize(tuple(s // 2 for s in img.size), resample=Image.BOX)
     scale = image_size / min(img.size)

@@ -19,36 +19,52 @@ from .evaluate import evaluate, EvalResult, summarize_results, get_eval_config, 
 from .evalnets import load_teacher, Teacher
 from .metrics import streamed_metrics, plot_tsne
 from .config import DistillConfig
-from .run import Run
+from .run import Run, verify_run, check_disk_space
 
 # %% auto #0
-__all__ = ['SAMPLES_FIGURE', 'prepare', 'make_sets', 'test_set', 'run_teacher', 'teacher_classes', 'evaluate_sets',
+__all__ = ['SAMPLES_FIGURE', 'run_modes', 'prepare', 'make_sets', 'test_set', 'run_teacher', 'teacher_classes', 'evaluate_sets',
            'accuracy_summary', 'class_set_images', 'compute_metrics', 'comparison_table', 'plot_samples',
            'plot_accuracy', 'make_figures', 'DistillResult', 'distill']
 
-# %% ../nbs/13_distill.ipynb #6ee01283
+# %% ../nbs/13_distill.ipynb #0aa96c3a
+def run_modes(run:Run, # the run
+              cache, # its `LatentCache` (mirrored when the run's mode_flips is 'authors')
+             ) -> dict:
+    "Each generation seed's `ModeSet` (found, or reloaded when its file exists), as {seed: modes}."
+    cfg, out = run.config, {}
+    for seed in cfg.generation_seeds():
+        path = run.modes_path_for(seed)
+        flip_seed = seed if cfg.mode_flips == 'authors' else None
+        if path.exists():
+            modes = ModeSet.load(path)
+            if modes.meta.get('cache_key') != cache.key or modes.meta.get('flip_seed') != flip_seed:
+                raise ValueError(f"{path} was made from another latent cache (the VAE, the data or the flips "
+                                 "changed); pass another out_dir, or delete that folder to start over")
+        else:
+            view = cache if flip_seed is None else cache.with_flips(flip_seed)
+            modes = discover_modes_cached(view, cfg.ipc, method=cfg.mode_method, seed=0)
+            modes.meta['flip_seed'] = flip_seed
+            modes.save(path)
+        out[seed] = modes
+    return out
+
+# %% ../nbs/13_distill.ipynb #a1139fcf
 def prepare(run:Run, # the run
             device:torch.device, # where the backbone runs
            ) -> MethodContext:
     "Stage 1 of a run (backbone, latent cache, modes), as the context the methods need."
     cfg, spec = run.config, dataset_spec(run.config.dataset)
     with run.stage('load'): bb = run.load_backbone(device)
+    side = cfg.save_size or bb.image_size   # images are written at save_size when it is set
+    check_disk_space(run, bb.latent_shape, (bb.image_channels, side, side))
     text = cfg.backbone.startswith('sd:')
     with run.stage('encode'):
         cache = cache_latents(bb.vae, spec, cfg.data_root, run.latents_dir, image_size=bb.image_size, sample=text,
-                              dtype=cfg.latent_dtype)
-    with run.stage('modes'):
-        if run.modes_path.exists():
-            modes = run.modes()
-            if modes.meta.get('cache_key') != cache.key:
-                raise ValueError(f"{run.modes_path} was made from another latent cache (the VAE or the data "
-                                 "changed); pass another out_dir, or delete that folder to start over")
-        else:
-            modes = discover_modes_cached(cache, cfg.ipc, method=cfg.mode_method, seed=0)
-            modes.save(run.modes_path)
+                              mirrored=cfg.mode_flips == 'authors', dtype=cfg.latent_dtype)
+    with run.stage('modes'): seed_modes = run_modes(run, cache)
     label_ids = spec.class_ids if bb.num_classes > spec.num_classes else list(range(spec.num_classes))
     settings = replace(cfg.sampler_settings(), variance='learned' if bb.learned_sigma else 'scheduler')
-    return MethodContext(cfg, spec, bb, cache, modes, list(label_ids), settings)
+    return MethodContext(cfg, spec, bb, cache, seed_modes[cfg.seeds[0]], list(label_ids), settings, seed_modes)
 
 # %% ../nbs/13_distill.ipynb #3df86037
 def make_sets(run:Run, # the run
@@ -238,7 +254,7 @@ def plot_accuracy(metrics:dict): # a run's metrics.json content
     fig.tight_layout()
     return fig
 
-# %% ../nbs/13_distill.ipynb #bfea7144
+# %% ../nbs/13_distill.ipynb #3e837014
 SAMPLES_FIGURE = ('mgd3', 'unguided')   # the methods the samples figure puts side by side
 
 def make_figures(run:Run, # the run
@@ -251,7 +267,7 @@ def make_figures(run:Run, # the run
     if all(m in run.config.methods for m in SAMPLES_FIGURE) and not (fdir/'samples.png').exists():
         _save_fig(plot_samples(run, run.config.seeds[0], SAMPLES_FIGURE), fdir/'samples.png')
     if not (fdir/'modes.png').exists():
-        real = ctx.cache.real_images(modes.closest[:5].flatten(), run.config.data_root)
+        real = ctx.cache_for(run.config.seeds[0]).real_images(modes.closest[:5].flatten(), run.config.data_root)
         shown = replace(modes, closest=torch.arange(len(real)).reshape(-1, modes.ipc))   # rows of `real`
         fig = plot_modes(shown, vae=ctx.backbone.vae, real_images=real, class_names=spec.class_names)
         _save_fig(fig, fdir/'modes.png')
@@ -269,19 +285,20 @@ class DistillResult:
     table: str
     config: DistillConfig
 
-# %% ../nbs/13_distill.ipynb #f9590021
+# %% ../nbs/13_distill.ipynb #be2f6b69
 def distill(**params) -> DistillResult:
     "Run MGD³ end to end (stage 1 → methods → evaluation → metrics) into `out_dir`; resumable. See `DistillConfig`."
-    run = Run.open(DistillConfig.from_params(**params))
-    if run.complete:
+    with Run.writer(DistillConfig.from_params(**params)) as run:
+        if run.complete: verify_run(run, run.metrics_path)
+        if not run.complete:
+            verify_run(run)
+            device = pick_device(run.config.device)
+            ctx = prepare(run, device)
+            make_sets(run, ctx)
+            evaluate_sets(run, device)
+            with run.stage('metrics'): metrics, tsne = compute_metrics(run, ctx, device)
+            with run.stage('figures'): make_figures(run, ctx, metrics, tsne)
+            save_json(run.metrics_path, metrics)
+            run.finish()
         metrics = load_json(run.metrics_path)
-        return DistillResult(run.folder, metrics, comparison_table(metrics), run.config)
-    device = pick_device(run.config.device)
-    ctx = prepare(run, device)
-    make_sets(run, ctx)
-    evaluate_sets(run, device)
-    with run.stage('metrics'): metrics, tsne = compute_metrics(run, ctx, device)
-    with run.stage('figures'): make_figures(run, ctx, metrics, tsne)
-    save_json(run.metrics_path, metrics)
-    run.finish()
     return DistillResult(run.folder, metrics, comparison_table(metrics), run.config)

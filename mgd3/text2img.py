@@ -13,11 +13,13 @@ from .core import pick_device
 from .latents import encode_latents, decode_latents
 
 # %% auto #0
-__all__ = ['SD_STOP_T', 'SD_GUIDANCE_SCALE', 'TextBackbone', 'encode_prompts', 'load_text_backbone', 'tiny_text_backbone_folder']
+__all__ = ['SD_STOP_T', 'SD_STOP_TIMESTEP', 'SD_GUIDANCE_SCALE', 'SD_SAVE_SIZE', 'TextBackbone', 'tiny_text_backbone_folder',
+           'encode_prompts', 'load_text_backbone']
 
-# %% ../nbs/06a_text2img.ipynb #ddedf7f8
-SD_STOP_T, SD_GUIDANCE_SCALE = 24, 8.0
+# %% ../nbs/06a_text2img.ipynb #cc516e2e
+SD_STOP_T, SD_STOP_TIMESTEP, SD_GUIDANCE_SCALE, SD_SAVE_SIZE = 24, 500, 8.0, 256
 
+# %% ../nbs/06a_text2img.ipynb #606c6320
 @dataclass(eq=False)
 class TextBackbone:
     "Stable Diffusion (UNet + VAE + DDPM scheduler) with one prompt embedding per class and the empty prompt last."
@@ -63,56 +65,16 @@ class TextBackbone:
             return out, None
         return denoise
 
-# %% ../nbs/06a_text2img.ipynb #959ff070
-def encode_prompts(tokenizer, # a CLIP tokenizer
-                   text_encoder, # a CLIP text model
-                   prompts:Sequence[str], # one prompt per row
-                  ) -> torch.Tensor:
-    "CLIP embeddings `[len(prompts), L, D]` of the prompts, padded to the tokenizer's max length as SD does."
-    ids = tokenizer(list(prompts), padding='max_length', max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors='pt').input_ids
-    with torch.no_grad(): return text_encoder(ids.to(text_encoder.device))[0].float().cpu()
-
-def load_text_backbone(name_or_path:str|Path, # a StableDiffusionPipeline folder or hub id
-                       class_names:Sequence[str], # one name per class, in label order
-                       prompts:Sequence[str]|None=None, # prompts per class (default: the class names, as the paper)
-                       device:str|torch.device|None=None, dtype:torch.dtype|None=None,
-                      ) -> TextBackbone:
-    "Load Stable Diffusion as a `TextBackbone` whose classes are prompted by their names."
-    from transformers import CLIPTextModel, CLIPTokenizer
-    from mgd3.backbone import _folder
-    folder, device, dtype = _folder(name_or_path), pick_device(device), dtype or torch.float32
-    for part in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'):
-        if not (folder/part).is_dir():
-            raise FileNotFoundError(f"{folder} has no {part}/ folder: a text-to-image backbone is a folder written by "
-                                    "StableDiffusionPipeline.save_pretrained (unet/, vae/, text_encoder/, tokenizer/, "
-                                    "scheduler/); download stable-diffusion-v1-5 elsewhere and pass its local folder")
-    prompts = tuple(prompts or class_names)
-    if len(prompts) != len(class_names): raise ValueError(f"got {len(prompts)} prompts for {len(class_names)} classes")
-    tok = CLIPTokenizer.from_pretrained(folder, subfolder='tokenizer')
-    te = CLIPTextModel.from_pretrained(folder, subfolder='text_encoder', use_safetensors=True).eval()
-    table = encode_prompts(tok, te, list(prompts) + [''])
-    del te
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder='unet', torch_dtype=dtype,
-                                                use_safetensors=True).to(device).eval()
-    vae = AutoencoderKL.from_pretrained(folder, subfolder='vae', torch_dtype=dtype, use_safetensors=True).to(device).eval()
-    scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(folder, subfolder='scheduler'), clip_sample=False,
-                                          variance_type='fixed_small', prediction_type='epsilon')
-    for m in (unet, vae): m.requires_grad_(False)
-    s = unet.config.sample_size
-    return TextBackbone(unet=unet, vae=vae, scheduler=scheduler, prompt_embeds=table, class_names=tuple(class_names),
-                        prompts=prompts, latent_shape=(unet.config.in_channels, s, s),
-                        scaling_factor=float(vae.config.scaling_factor),
-                        image_size=s * 2 ** (len(vae.config.block_out_channels) - 1),
-                        image_channels=vae.config.in_channels, name=str(name_or_path))
-
-# %% ../nbs/06a_text2img.ipynb #63579425
+# %% ../nbs/06a_text2img.ipynb #fc305e77
 def _byte_alphabet() -> list[str]:
     "GPT-2/CLIP's printable stand-ins for the 256 byte values."
     bs = list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1)) + list(range(ord('®'), ord('ÿ') + 1))
     cs, n = bs[:], 0
     for b in range(256):
-        if b not in bs: bs.append(b); cs.append(256 + n); n += 1
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
     return [chr(c) for c in cs]
 
 def tiny_text_backbone_folder(root:str|Path, # where to write the pipeline (root/'sd')
@@ -141,3 +103,48 @@ def tiny_text_backbone_folder(root:str|Path, # where to write the pipeline (root
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(Path(root)/'sd')
     return Path(root)/'sd'
+
+# %% ../nbs/06a_text2img.ipynb #5e54f201
+def encode_prompts(tokenizer, # a CLIP tokenizer
+                   text_encoder, # a CLIP text model
+                   prompts:Sequence[str], # one prompt per row
+                  ) -> torch.Tensor:
+    "CLIP embeddings `[len(prompts), L, D]` of the prompts, padded to the tokenizer's max length as SD does."
+    ids = tokenizer(list(prompts), padding='max_length', max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors='pt').input_ids
+    with torch.no_grad(): return text_encoder(ids.to(text_encoder.device))[0].float().cpu()
+
+# %% ../nbs/06a_text2img.ipynb #682a9e71
+def load_text_backbone(name_or_path:str|Path, # a StableDiffusionPipeline folder or hub id
+                       class_names:Sequence[str], # one name per class, in label order
+                       prompts:Sequence[str]|None=None, # prompts per class (default: the class names, as the paper)
+                       device:str|torch.device|None=None, dtype:torch.dtype|None=None,
+                      ) -> TextBackbone:
+    "Load Stable Diffusion as a `TextBackbone` whose classes are prompted by their names."
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from mgd3.backbone import _folder
+    folder, device, dtype = _folder(name_or_path), pick_device(device), dtype or torch.float32
+    for part in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'):
+        if not (folder/part).is_dir():
+            raise FileNotFoundError(f"{folder} has no {part}/ folder: a text-to-image backbone is a folder written by "
+                                    "StableDiffusionPipeline.save_pretrained (unet/, vae/, text_encoder/, tokenizer/, "
+                                    "scheduler/); download stable-diffusion-v1-5 elsewhere and pass its local folder")
+    prompts = tuple(prompts or class_names)
+    if len(prompts) != len(class_names): raise ValueError(f"got {len(prompts)} prompts for {len(class_names)} classes")
+    tok = CLIPTokenizer.from_pretrained(folder, subfolder='tokenizer')
+    te = CLIPTextModel.from_pretrained(folder, subfolder='text_encoder', use_safetensors=True).eval()
+    table = encode_prompts(tok, te, list(prompts) + [''])
+    del te
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder='unet', torch_dtype=dtype,
+                                                use_safetensors=True).to(device).eval()
+    vae = AutoencoderKL.from_pretrained(folder, subfolder='vae', torch_dtype=dtype,
+                                        use_safetensors=True).to(device).eval()
+    scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(folder, subfolder='scheduler'), clip_sample=False,
+                                          variance_type='fixed_small', prediction_type='epsilon')
+    for m in (unet, vae): m.requires_grad_(False)
+    s = unet.config.sample_size
+    return TextBackbone(unet=unet, vae=vae, scheduler=scheduler, prompt_embeds=table, class_names=tuple(class_names),
+                        prompts=prompts, latent_shape=(unet.config.in_channels, s, s),
+                        scaling_factor=float(vae.config.scaling_factor),
+                        image_size=s * 2 ** (len(vae.config.block_out_channels) - 1),
+                        image_channels=vae.config.in_channels, name=str(name_or_path))

@@ -30,7 +30,7 @@ def evidence(out:Path) -> dict:
     m = out / 'manifest.json'
     man = json.loads(m.read_text()) if m.exists() else {}
     timings, images = sorted(man.get('timings', {})), man.get('images') or None
-    return {'shards': _count(out, 'latents/*/class_*.safetensors'), 'modes': (out / 'modes.safetensors').exists(),
+    return {'shards': _count(out, 'latents/*/class_*.safetensors'), 'modes': _count(out, 'modes/*.safetensors') + _count(out, 'modes.safetensors') > 0,
             'png_mdo': _count(out, 'images/mode_discovery_only/*/*.png'),
             'done_mdo': (out / 'images/mode_discovery_only/done.json').exists(),
             'png_mgd3': _count(out, 'images/mgd3/seed0/*/*.png'), 'evals': _count(out, 'eval/*/*/*.json'),
@@ -71,8 +71,8 @@ def install(fault:str):
     "Install the hook of one fault in this (child) process."
     import mgd3, mgd3.latents, mgd3.modes, mgd3.sampler, mgd3.evaluate
     distill_module = sys.modules['mgd3.distill']   # (`mgd3.distill` is the function)
-    if fault == 'kill-encoding':      # class 1 of 10 (class 0's shard is written)
-        _on_call(mgd3.latents, 'encode_latents', 20, lambda *a, **k: _kill_self())
+    if fault == 'kill-encoding':      # class 1 of 10 (class 0's shard is written: 13 batches, both orientations)
+        _on_call(mgd3.latents, 'encode_latents', 40, lambda *a, **k: _kill_self())
     elif fault == 'kill-modes':       # k-means of class 3
         mgd3.modes.register_mode_method('kmeans')(_wrap_nth(mgd3.modes.get_mode_method('kmeans'), 4))
     elif fault == 'kill-png-real':    # the 5th PNG of mode_discovery_only: half written, then killed

@@ -80,7 +80,8 @@ def _modes_from_another_vae(w):
     AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8, 16, 16), down_block_types=('DownEncoderBlock2D',) * 3,
                   up_block_types=('UpDecoderBlock2D',) * 3, latent_channels=4, norm_num_groups=4,
                   layers_per_block=1).save_pretrained(pipe_b / 'vae')
-    params = dict(_run_cfg(w, dataset='rel-tiny', data_root=str(w.root), methods=('mgd3',)), backbone=str(pipe_b))
+    params = dict(_run_cfg(w, dataset='rel-tiny', data_root=str(w.root), methods=('mgd3',), mode_flips='none'),
+                  backbone=str(pipe_b))   # one unflipped mode set: out_dir/modes.safetensors
     out = Path(params['out_dir'])
     mgd3.open_run(mgd3.DistillConfig(**params).resolved())
     cache = mgd3.cache_latents(w.bb.vae, w.spec, w.root, out / 'latents', progress=False)   # made with VAE A
@@ -115,6 +116,67 @@ def _generate_bad_modes(w):
                                  num_inference_steps=4, progress=False)
 
 def _check(**kw): return lambda w: (lambda: mgd3.DistillConfig(**_run_cfg(w, **kw) | kw).resolved().check())
+
+# ---- issue 14: numbers checked where they are born, one writer per run, disk space ----
+def _generate(**kw):
+    def setup(w):
+        args = dict(seeds=[0], num_inference_steps=4, stop_t=2, progress=False) | kw
+        labels = args.pop('labels', [1])
+        return lambda: mgd3.generate(w.bb, labels, **args)
+    return setup
+
+def _diverging(w):   # finite inputs that overflow: a λ and modes far too large
+    modes = torch.full((1, 4, 8, 8), 1e30)
+    return lambda: mgd3.generate(w.bb, [1], seeds=[0], modes=modes, mode_guidance_scale=1e30, num_inference_steps=4,
+                                 stop_t=0, progress=False)
+
+def _modes_call(**kw):
+    def setup(w):
+        z, y = torch.randn(6, 4, 2, 2), [0, 0, 0, 1, 1, 1]
+        args = dict(ipc=2) | kw
+        z = args.pop('latents', z)
+        return lambda: mgd3.discover_modes(z, args.pop('labels', y), **args)
+    return setup
+
+def _nan_latents():
+    z = torch.randn(6, 4, 2, 2)
+    z[4, 1, 0, 0] = float('nan')
+    return z
+
+def _evaluate(**kw):
+    def setup(w):
+        train = (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]))
+        test = (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]))
+        return lambda: mgd3.evaluate(train, test, preset='quick', epochs=1, device='cpu', **kw)
+    return setup
+
+def _nan_images(w):
+    imgs = torch.rand(2, 1, 8, 8)
+    imgs[1, 0, 3, 3] = float('nan')
+    return lambda: mgd3.write_images(imgs, [w.tmp / 'set' / 'a' / '0.png', w.tmp / 'set' / 'a' / '1.png'])
+
+def _nan_vae_shard(w):
+    import copy
+    vae = copy.deepcopy(w.bb.vae)
+    with torch.no_grad(): vae.quant_conv.bias.fill_(float('nan'))   # an encoder that overflows
+    return lambda: mgd3.cache_latents(vae, w.spec, w.root, w.tmp / 'cache', progress=False)
+
+def _locked(w):
+    from mgd3.run import RunLock
+    out = w.tmp / 'run'; out.mkdir()
+    lock = RunLock(out).__enter__()   # held by this process (another open file: flock refuses a second one)
+    w.held = lock
+    return lambda: mgd3.distill(**_run_cfg(w) | {'lock': 'fail'})
+
+def _full_disk(w):
+    import shutil as sh
+    real = sh.disk_usage
+    def call():
+        sh.disk_usage = lambda p: real(p)._replace(free=5 * 2**20)   # 5 MiB free
+        try: mgd3.distill(**_run_cfg(w))
+        finally: sh.disk_usage = real
+    return call
+
 
 ROWS = [  # (id, what is wrong, setup(w) -> call, exception, regex naming the problem)
     ('unknown-dataset', 'unknown dataset name', lambda w: (lambda: mgd3.dataset_spec('mnist6k')),
@@ -176,6 +238,76 @@ ROWS = [  # (id, what is wrong, setup(w) -> call, exception, regex naming the pr
      FileNotFoundError, r"transformer lacks its \*\.safetensors weights"),
     ('backbone-missing', 'backbone path that does not exist', lambda w: (lambda: mgd3.load_backbone(w.tmp / 'nothing')),
      FileNotFoundError, r"no backbone folder"),
+    # ---- issue 14 ----
+    ('lambda-nan', 'λ = NaN', _check(mode_guidance_scale=float('nan')),
+     ValueError, r"mode_guidance_scale must be finite, got nan; pass a finite λ"),
+    ('lambda-inf-generate', 'λ = inf given to generate', _generate(mode_guidance_scale=float('inf')),
+     ValueError, r"mode_guidance_scale must be finite, got inf"),
+    ('cfg-nan', 'classifier-free guidance scale NaN', _check(guidance_scale=float('nan')),
+     ValueError, r"guidance_scale must be finite, got nan"),
+    ('x0-clip-inf', 'x0_clip = inf', _generate(x0_clip=float('inf')), ValueError, r"x0_clip must be finite, got inf"),
+    ('modes-nan-generate', 'modes holding NaN passed to generate',
+     _generate(modes=torch.full((1, 4, 8, 8), float('nan'))), mgd3.NonFiniteError,
+     r"modes holds 256 NaN or infinite values; pass finite modes"),
+    ('sampling-diverges', 'finite inputs that make the sampler overflow (λ and modes ~1e30)', _diverging,
+     mgd3.SamplingDivergedError, r"NaN or infinite latents at step 1 of 4 \(timestep \d+, mode guidance on\).*"
+     r"mode_guidance_scale \(λ\) = 1e\+30 and x0_clip = None; lower mode_guidance_scale"),
+    ('nonfinite-image', 'an image holding NaN handed to write_images', _nan_images,
+     ValueError, r"images \[1\] contain NaN or infinite values and were not written"),
+    ('nonfinite-shard', 'a VAE that encodes a class to NaN', _nan_vae_shard,
+     mgd3.NonFiniteError, r"the latents of class 0 \(a\) holds \d+ NaN or infinite values; the VAE overflowed"),
+    ('stop-t-float', 't_stop = 2.5', _check(stop_t=2.5), TypeError, r"stop_t must be an int, got 2\.5 \(float\)"),
+    ('steps-float', 'num_inference_steps = 4.0', _check(num_inference_steps=4.0), TypeError,
+     r"num_inference_steps must be an int, got 4\.0"),
+    ('ipc-bool', 'ipc = True', _check(ipc=True), ValueError, r"ipc must be a positive int, got True"),
+    ('seeds-repeated', 'the same seed twice', _check(seeds=[0, 0]), ValueError, r"seeds lists \[0\] more than once"),
+    ('seeds-string', "seeds = '0' (a string)", _check(seeds='0'), TypeError, r"seeds\[0\] must be an int, got '0'"),
+    ('seeds-not-ints', "seeds = ['a']", _check(seeds=['a']), TypeError, r"seeds\[0\] must be an int, got 'a'"),
+    ('seeds-negative', 'a negative seed', _check(seeds=[-1]), ValueError, r"seeds\[0\]=-1 is outside \[0, 4294967295\]"),
+    ('epochs-negative', 'epochs = -1', _check(epochs=-1), ValueError, r"epochs=-1 is outside \[1, inf\]"),
+    ('nets-empty', 'no evaluation networks', _check(nets=[]), ValueError, r"nets is empty"),
+    ('methods-empty', 'no methods', _check(methods=[]), ValueError, r"methods is empty"),
+    ('quick-not-bool', "quick = 'yes'", _check(quick='yes'), TypeError, r"quick must be True or False, got 'yes'"),
+    ('out-dir-not-path', 'out_dir = 3',
+     lambda w: (lambda: mgd3.DistillConfig(**_run_cfg(w) | {'out_dir': 3}).resolved().check()),
+     TypeError, r"out_dir must be a path \(str or pathlib\.Path\), got 3"),
+    ('device-unknown', "device = 'gpu'", _check(device='gpu'), ValueError, r"device 'gpu' is not a device name"),
+    ('lock-unknown', "lock = 'never'", _check(lock='never'), ValueError, r"unknown lock 'never'; use one of \['wait', 'fail'\]"),
+    ('unknown-run-parameter', 'a misspelt run parameter', lambda w: (lambda: mgd3.distill(**_run_cfg(w), lam=0.1)),
+     TypeError, r"unknown run parameters \['lam'\]; valid ones"),
+    ('generate-labels-float', 'class ids as floats', _generate(labels=[1.5]), TypeError,
+     r"labels\[0\] must be an int, got 1\.5"),
+    ('generate-seed-huge', 'a seed beyond 64 bits', _generate(seeds=[2**64]), ValueError,
+     r"seeds\[0\]=18446744073709551616 is outside"),
+    ('generate-unknown-setting', 'a keyword that is no sampler setting', _generate(lam=0.1), TypeError,
+     r"unknown sampler settings \['lam'\]; valid ones"),
+    ('modes-latents-nan', 'latents holding NaN given to discover_modes', _modes_call(latents=_nan_latents()),
+     mgd3.NonFiniteError, r"latents holds 1 NaN or infinite values"),
+    ('modes-labels-float', 'float labels given to discover_modes', _modes_call(labels=[0, 0, 0, 1.0, 1, 1]),
+     TypeError, r"labels\[3\] must be an int, got 1\.0"),
+    ('modes-seed-negative', 'a negative clustering seed', _modes_call(seed=-1), ValueError, r"seed=-1 is outside"),
+    ('modes-ipc-float', 'ipc = 2.0 for mode discovery', _modes_call(ipc=2.0), TypeError, r"ipc must be an int, got 2\.0"),
+    ('eval-lr-nan', 'a NaN learning rate override', _evaluate(lr=float('nan')), ValueError, r"lr must be finite, got nan"),
+    ('eval-momentum-negative', 'momentum < 0', _evaluate(momentum=-0.9), ValueError, r"momentum=-0\.9 is outside \[0, 1\]"),
+    ('eval-int-float', 'an int setting given as a float (evals=1.5)', _evaluate(evals=1.5), TypeError,
+     r"evals must be an int, got 1\.5"),
+    ('eval-seed-huge', 'a training seed beyond 2**32', _evaluate(seed=2**40), ValueError, r"seed=1099511627776 is outside"),
+    ('eval-teacher-hard', 'a teacher given to the hard-label protocol', _evaluate(teacher='mnist5k'), ValueError,
+     r"teacher= is used only by the soft-label protocol"),
+    ('eval-unknown-setting', 'an override that is no EvalConfig field', _evaluate(learning_rate=0.1), ValueError,
+     r"unknown evaluation settings \['learning_rate'\]"),
+    ('cache-image-size-float', 'image_size = 32.0 for cache_latents',
+     lambda w: (lambda: mgd3.cache_latents(w.bb.vae, w.spec, w.root, w.tmp / 'cache', image_size=32.0, progress=False)),
+     TypeError, r"image_size must be an int, got 32\.0"),
+    ('backbone-device-unknown', "load_backbone(device='gpu')", lambda w: (lambda: mgd3.load_backbone(w.pipe, device='gpu')),
+     ValueError, r"device 'gpu' is not a device name"),
+    ('backbone-dtype', "load_backbone(dtype='fp16') (a string, not a torch dtype)",
+     lambda w: (lambda: mgd3.load_backbone(w.pipe, device='cpu', dtype='fp16')), TypeError, r"dtype must be one of"),
+    ('run-locked', 'a second distill on an out_dir another process is writing (lock=\'fail\')', _locked,
+     mgd3.RunLockedError, r"run is being written by another mgd3 run \(pid \d+ on .*, since .*\); wait for it to finish"),
+    ('disk-full-preflight', 'a disk with less free space than the run needs', _full_disk,
+     OSError, r"not enough disk space for this run in .*run: it needs about [\d.]+ [MG]iB \(\d+ bytes\) more "
+     r"\(latents [\d.]+ [MG]iB, images [\d.]+ [MG]iB, other [\d.]+ [MG]iB\) but 5\.0 MiB \(5242880 bytes\) is free"),
 ]
 
 def _snapshot(*roots):
@@ -200,6 +332,7 @@ def test_bad_input(row, ws, tmp_path):
     # distill records the seconds of the stages it ran in manifest.json (bookkeeping, not data)
     allowed = {Path(tmp_path / 'run' / 'manifest.json')} if row[0] == 'modes-other-vae' else set()
     assert not set(changed) - allowed, f"{what}: overwrote or removed {changed}"
+    if getattr(ws, 'held', None) is not None: ws.held.__exit__(None, None, None); ws.held = None
 
 class _nothing:
     def __enter__(self): return self
@@ -207,6 +340,12 @@ class _nothing:
 
 def test_table_is_large_enough():
     assert len(ROWS) >= 15 and len({r[0] for r in ROWS}) == len(ROWS)
+
+def test_table_matches_the_docs():
+    "docs/bad_input.md has one row per test row, with the same ids in the same order."
+    doc = (Path(__file__).parents[1] / 'docs' / 'bad_input.md').read_text()
+    ids = re.findall(r"^\| ([a-z0-9-]+) \|", doc.split('## Write failures')[0], re.M)
+    assert [i for i in ids if i != 'id'] == [r[0] for r in ROWS]
 
 def test_cache_from_another_vae_is_not_reused(ws, tmp_path):
     "A latent cache made with VAE A is never read for VAE B: another key, another folder, all classes re-encoded."

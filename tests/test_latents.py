@@ -197,3 +197,53 @@ def test_a_run_stores_its_latent_cache_in_latent_dtype(tmp_path):
     assert ctx.cache.key['dtype'] == 'float16' and ctx.cache.dtype == torch.float16
     assert run.latent_cache().folder == ctx.cache.folder and ctx.modes.meta['cache_key']['dtype'] == 'float16'
     assert ctx.cache.class_latents(0).dtype == torch.float32 and ctx.modes.centroids.dtype == torch.float32
+
+def _coin(seed, c, i):
+    "The seeded flip coin, from its definition: bit 0 of the first 8 bytes (little-endian) of sha256('mgd3:...:flip')."
+    import hashlib
+    return int.from_bytes(hashlib.sha256(f"mgd3:{seed}:{c}:{i}:flip".encode()).digest()[:8], 'little') & 1 == 1
+
+def test_mirrored_cache_sees_each_seeds_flips(tree, tmp_path):
+    vae = tiny_vae()
+    m = cache_latents(vae, SUB, tree, tmp_path / 'c', mirrored=True, batch_size=4, progress=False)
+    assert m.mirrored and set(load_tensors(m.shard_path(0))[0]) == {'latents', 'latents_mirrored', 'file_index'}
+    plain = cache_latents(vae, SUB, tree, tmp_path / 'c', progress=False)
+    assert plain.folder != m.folder and not plain.mirrored
+    for seed in (0, 1, 7):
+        view = m.with_flips(seed)
+        for c in range(len(SUB.wnids)):
+            idx = load_tensors(m.shard_path(c))[0]['file_index']
+            imgs = torch.cat([b.images for b in class_images(SUB, tree, 'train', c, batch_size=100)])
+            coins = torch.tensor([_coin(seed, c, int(i)) for i in idx])
+            want = torch.where(coins[:, None, None, None], imgs.flip(-1), imgs)
+            with torch.no_grad(): ref = vae.encode(want).latent_dist.mean * vae.config.scaling_factor
+            torch.testing.assert_close(view.class_latents(c), ref, atol=1e-5, rtol=1e-5)
+            assert torch.equal(view.flipped_rows(c), coins)
+        rows = torch.arange(sum(COUNTS))
+        real = view.real_images(rows, tree)
+        flips = torch.cat([view.flipped_rows(c) for c in range(len(SUB.wnids))])
+        assert torch.equal(real[flips], plain.real_images(rows, tree)[flips].flip(-1))
+        assert torch.equal(real[~flips], plain.real_images(rows, tree)[~flips])
+    assert torch.equal(m.class_latents(2), plain.class_latents(2))   # no seed: the plain orientation
+    with pytest.raises(ValueError, match='mirrored=True'): plain.with_flips(0)
+    with pytest.raises(ValueError, match='pass one of them'): cache_latents(vae, SUB, tree, tmp_path, flip=True,
+                                                                            mirrored=True, progress=False)
+
+def test_a_half_precision_mirrored_cache_flips_and_reads_back_float32(tree, tmp_path):
+    "dtype= and mirrored= together: both orientations stored in float16, each seed's view float32 and flipped."
+    vae = tiny_vae()
+    m32 = cache_latents(vae, SUB, tree, tmp_path / 'c', mirrored=True, progress=False)
+    m16 = cache_latents(vae, SUB, tree, tmp_path / 'c', mirrored=True, dtype='float16', progress=False)
+    assert m16.folder != m32.folder and m16.mirrored and m16.key['dtype'] == 'float16'
+    t, _ = load_tensors(m16.shard_path(1))
+    assert t['latents'].dtype == t['latents_mirrored'].dtype == torch.float16
+    v16, v32 = m16.with_flips(5), m32.with_flips(5)
+    for c in range(len(SUB.wnids)):
+        z, ref = v16.class_latents(c), v32.class_latents(c)
+        assert z.dtype == torch.float32 and torch.equal(v16.flipped_rows(c), v32.flipped_rows(c))
+        assert ((z - ref).abs() <= 2 ** -10 * ref.abs() + 1e-6).all()
+        flips = v16.flipped_rows(c)
+        imgs, plain = v16.class_images(c, tree), m16.class_images(c, tree)
+        assert torch.equal(imgs[flips], plain[flips].flip(-1)) and torch.equal(imgs[~flips], plain[~flips])
+    with pytest.raises(ValueError, match='needs latents_mirrored'):
+        m16.write_class(0, t['latents'], t['file_index'], None)

@@ -27,7 +27,7 @@ def test_table1_hard_label_preset_runs_end_to_end(fixtures):
     assert (r.config.dataset, r.config.nets, r.config.protocol) == ('imagenette', ('resnet_ap10',), 'hard')
     assert set(r.metrics['methods']) == {'random_real', 'unguided', 'mgd3'}
     out = Path(r.out_dir)
-    assert mgd3.ModeSet.load(out / 'modes.safetensors').centroids.shape == (10, 1, 4, 32, 32)
+    assert mgd3.Run.load(out).modes(0).centroids.shape == (10, 1, 4, 32, 32)   # the first seed's modes
     for m in ('random_real', 'unguided', 'mgd3'):
         pngs = sorted((out / 'images' / m / 'seed0').rglob('*.png'))
         assert len(pngs) == 10 and sorted({p.parent.name for p in pngs}) == sorted(spec.wnids)

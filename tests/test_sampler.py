@@ -53,12 +53,36 @@ def test_ddim_unguided_matches_diffusers_dit_pipeline(tiny):
     assert ((g.latents - ref).norm() / ref.norm()).item() < 1e-5
     assert ((g.images - imgs).norm() / imgs.norm()).item() < 1e-5
 
-# ---- an independent float64 re-implementation of the authors' guided DDPM step (digest §1.3) ----
+# ---- ADM's respacing, written out (improved-diffusion's respace.space_timesteps, which DiT and the authors use) ----
+def _adm_space_timesteps(num_timesteps, section_counts):
+    "The set of timesteps kept: each equal section walked with a float stride, each partial sum rounded."
+    counts = [int(c) for c in section_counts.split(',')]
+    size_per, extra = divmod(num_timesteps, len(counts))
+    start, kept = 0, set()
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        assert count <= size
+        stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        position = 0.0
+        for _ in range(count):
+            kept.add(start + round(position))
+            position += stride
+        start += size
+    return kept
+
+def test_authors_timesteps_equal_adm_space_timesteps_for_every_step_count():
+    for T in (1000, 4000):
+        for n in range(1, 1001):
+            assert authors_timesteps(T, n) == sorted(_adm_space_timesteps(T, str(n)), reverse=True), (T, n)
+    # ties that a product i * stride rounds the other way (the partial sums carry the additions' errors)
+    assert authors_timesteps(1000, 21)[10] == 499 and round(10 * 999 / 20) == 500
+
+# ---- an independent float64 re-implementation of the authors' guided DDPM step (their p_sample_with_mode_guidance:
+# CFG on 3 channels, x̂0 unclipped, λ·σ_t·(m - x̂0) added to the posterior mean while the respaced index > stop_t) ----
 def _authors_chain(T=1000, steps=50):
     betas = np.linspace(1e-4, 0.02, T, dtype=np.float64)
     ac = np.cumprod(1.0 - betas)
-    frac = (T - 1) / (steps - 1)          # ADM space_timesteps(T, "50"): a single section
-    use = sorted({int(round(i * frac)) for i in range(steps)})
+    use = sorted(_adm_space_timesteps(T, str(steps)))
     last, nb = 1.0, []
     for t in use:
         nb.append(1 - ac[t] / last); last = ac[t]
@@ -246,3 +270,15 @@ def test_tiny_mnist_latents_move_toward_their_modes_as_lambda_grows():
     print('mean distance to the assigned mode, unclamped:', raw, 'clamped:', clipped)
     d = list(clipped.values())
     assert all(a > b for a, b in zip(d, d[1:])), clipped
+
+def test_image_size_resizes_like_the_authors_pil_call(tiny, tmp_path):
+    "SD images are saved at 256 as the authors' `images[0].resize((256, 256))` does: PIL's bicubic on the uint8 image."
+    from PIL import Image
+    _, bb = tiny
+    jobs = [ImageJob('a', k, 1, 100 + k) for k in range(2)]
+    generate_to_folder(bb, tmp_path / 'native', jobs, num_inference_steps=3, progress=False)
+    generate_to_folder(bb, tmp_path / 'small', jobs, num_inference_steps=3, progress=False, image_size=5)
+    for k in range(2):
+        native = Image.open(tmp_path / 'native' / 'a' / f'{k}.png')
+        want = native.resize((5, 5), resample=Image.BICUBIC)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / 'small' / 'a' / f'{k}.png')), np.asarray(want))
