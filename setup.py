@@ -1,8 +1,9 @@
 """Package build for mgd3; metadata and requirements come from settings.ini (nbdev 2 layout).
 
 Extras: `sd` (Stable Diffusion text encoders), `explore` (the interactive explorer, in a notebook or served to a
-browser by voila), `run` (papermill and a kernel for the parameterised run notebook), `all` (the three), `dev` (all,
-plus the pinned nbdev tools, pytest and the build/upload checkers).
+browser by voila), `run` (papermill and a kernel for the parameterised run notebook), `export` (Hugging Face `datasets`,
+to load an exported distilled set), `all` (the four), `dev` (all, plus the pinned nbdev tools, pytest, the build/upload
+checkers and selenium for the browser test).
 
 Why each floor in settings.ini (measured in throwaway Python 3.10 venvs at the floors, with NumPy 1.24 and 2.2):
   torch>=2.3, torchvision>=0.18  2.3 is the first torch built against NumPy 2 (older ones lose torch.from_numpy there)
@@ -24,6 +25,10 @@ Why each floor in settings.ini (measured in throwaway Python 3.10 venvs at the f
   dev: diffusers>=0.41           tests compare with DiTPipeline(output_type='pt'), honoured from 0.41 (mgd3 needs 0.30)
       twine>=6.1                 twine 5.x rejects Metadata-Version 2.4 (License-Expression, License-File)
       hypothesis>=6.0            property tests (tests/test_properties.py): profiles, given, strategies; pass at 6.0.0
+Not measured at the floor (chosen from the APIs used; tested with pyyaml 6.0, datasets 5.2, selenium 4.51):
+  pyyaml>=5.1                    `mgd3 --config x.yaml` uses yaml.safe_load only; huggingface_hub's own floor
+  export: datasets>=2.14         imagefolder with metadata.jsonl and `configs`/`data_files` in the card's YAML header
+  dev: selenium>=4.6             Selenium Manager-era webdriver.Chrome(service=Service(path)) (tests/test_browser.py)
 """
 import os, shlex
 from configparser import ConfigParser
@@ -53,19 +58,20 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 reqs = lambda key: shlex.split(cfg.get(key, ''))
 requirements = reqs('requirements')
-extras = {name: reqs(f'{name}_requirements') for name in ('sd', 'explore', 'run')}
-extras['all'] = sorted({r for name in ('sd', 'explore', 'run') for r in extras[name]})
+extras = {name: reqs(f'{name}_requirements') for name in ('sd', 'explore', 'run', 'export')}
+extras['all'] = sorted({r for name in extras for r in extras[name]})
 extras['dev'] = extras['all'] + reqs('dev_requirements')
 min_python = cfg['min_python']
 
 
 class BuildPyWithRunNotebook(build_py):
-    "Also ship the parameterised run notebook `nbs/run.ipynb` as `mgd3/run.ipynb`, so an installed mgd3 can run it."
+    "Also ship the parameterised notebooks `nbs/run.ipynb` and `nbs/sweep.ipynb` inside the package (`mgd3/`)."
     def run(self):
         super().run()
-        src = os.path.join('nbs', 'run.ipynb')
-        if not self.editable_mode and os.path.isfile(src):   # an editable install uses the checkout's nbs/run.ipynb
-            self.copy_file(src, os.path.join(self.build_lib, cfg['lib_path'], 'run.ipynb'), preserve_mode=False)
+        for name in ('run.ipynb', 'sweep.ipynb'):
+            src = os.path.join('nbs', name)
+            if not self.editable_mode and os.path.isfile(src):   # an editable install uses the checkout's nbs/
+                self.copy_file(src, os.path.join(self.build_lib, cfg['lib_path'], name), preserve_mode=False)
 
 
 setuptools.setup(
@@ -88,5 +94,6 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     zip_safe=False,
     cmdclass={'build_py': BuildPyWithRunNotebook},
-    entry_points={'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']},
+    entry_points={'console_scripts': ['mgd3=mgd3.cli:main'],   # the command line (nbs/16_cli.ipynb)
+                  'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']},
 )

@@ -6,7 +6,11 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_init.ipynb #ea0f300e
+# %% ../nbs/99_init.ipynb #d0dd4532
+import logging
+logging.getLogger('mgd3').addHandler(logging.NullHandler())
+
+# %% ../nbs/99_init.ipynb #77b0aa7d
 from .core import *
 from .data import *
 from .latents import *
@@ -26,3 +30,6 @@ from .run import *
 from .distill import *
 from .paper import *
 from .explore import *
+from .export import *
+from .sweep import *
+from .candidates import *

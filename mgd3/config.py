@@ -29,7 +29,7 @@ def param(default, # the parameter's default value (the paper's, where the paper
 
 # %% ../nbs/11_config.ipynb #6154111a
 METHODS = ('random_real', 'mode_discovery_only', 'unguided', 'mgd3_no_stop', 'mgd3')   # what a default run makes
-NOT_RESULTS = ('batch_size', 'device', 'out_dir', 'lock')   # change no image or number: not compared on resume
+NOT_RESULTS = ('batch_size', 'device', 'out_dir', 'lock', 'tsne')   # change no image or number: not compared on resume
 LOCK_MODES = ('wait', 'fail')   # what a run does when another process is writing its out_dir
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class DistillConfig:
     chunk_size: int = param(64, "images per network call (fixed for bit-identical images)")
     batch_size: int = param(64, "images sampled together (no effect on results)")
     device: str|None = param(None, "None: the best available")
+    tsne: bool = param(True, "t-SNE-space metrics and figures (slow; sweeps turn them off; quick runs skip them)")
     lock: str = param('wait', "another process writing out_dir: 'wait' for it to finish, or 'fail' at once")
 
     @classmethod
@@ -133,6 +134,7 @@ class DistillConfig:
         check_path('out_dir', self.out_dir, hint='pass the run folder, or None for runs/<dataset>-ipc<ipc>')
         if self.device is not None: pick_device(self.device)
         check_choice('lock', self.lock, LOCK_MODES, hint="'wait' queues behind the other run, 'fail' stops at once")
+        check_bool('tsne', self.tsne)
         if self.protocol == 'soft' and not self.teacher:
             raise ValueError("the soft-label protocol needs teacher= (a teacher folder or a timm model name with "
                              "local weights)")

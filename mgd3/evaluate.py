@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_evaluate.ipynb #9bb6263c
 from __future__ import annotations
-import contextlib, math, os, time
+import contextlib, logging, math, os, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -725,6 +725,9 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
                       teacher_classes=None if teacher_classes is None else [int(c) for c in teacher_classes],
                       test_transform=note, num_train=len(train.labels), num_test=len(test.labels),
                       streamed=[isinstance(s, StreamedImageSet) for s in (train, test)])
+    logging.getLogger('mgd3.evaluate').info("%s on %d images (%s labels, %d epochs, seed %d): best %.2f %%, final "
+                                            "%.2f %% in %.1f s", net, len(train.labels), protocol, epochs, seed,
+                                            res.best_acc, res.final_acc, res.seconds)
     return res
 
 # %% ../nbs/08_evaluate.ipynb #96c0661a

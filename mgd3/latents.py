@@ -15,7 +15,7 @@ import numpy as np
 from .core import (save_tensors, load_tensors, save_json, load_json, item_generator, check_int, check_bool,
                        check_seed, check_path, check_tensor, check_choice)
 from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_image, load_mnist5k,
-                       flip_image, _warn_skip)
+                       load_embedded, flip_image, _warn_skip)
 
 # %% auto #0
 __all__ = ['LATENT_DTYPES', 'load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache',
@@ -194,7 +194,7 @@ class LatentCache:
         flipped = self.flipped_rows(c, file_index)
         pos = range(len(file_index)) if positions is None else torch.as_tensor(positions).long().tolist()
         if spec.embedded:
-            x, y = load_mnist5k(split or 'train')
+            x, y = load_embedded(spec, split or 'train')
             class_x = x[y == c]
             imgs = [class_x[int(file_index[p])] for p in pos]
         else:

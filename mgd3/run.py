@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_run.ipynb #7308ca86
 from __future__ import annotations
-import errno, json, logging, math, os, shutil, socket, warnings
+import errno, json, logging, math, os, shutil, socket, time, warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +17,8 @@ from .modes import ModeSet
 from .backbone import load_backbone
 from .methods import get_method
 from .config import DistillConfig
+
+_logger = logging.getLogger('mgd3.run')
 
 # %% auto #0
 __all__ = ['RunLockedError', 'RunLock', 'Run', 'reused_files', 'verify_run', 'disk_needed', 'check_disk_space', 'open_run']
@@ -86,6 +88,7 @@ class Run:
                 diff = sorted(k for k in set(want) | set(m.config) if m.config.get(k) != want.get(k))
                 raise ValueError(f"{out} holds a run with another config (differs in {diff}); pass another out_dir, "
                                  "or delete that folder to start over")
+            _logger.info("%s: reopened (%s)", out, m.status)
             return cls(config, m)
         _make_folder(out)
         m = Manifest(path, config=want, device=device_info(config.device))
@@ -94,6 +97,7 @@ class Run:
                               'mode_flips': ("flip_image(generation_seed, class_index, file_index)"
                                              if config.mode_flips == 'authors' else None)}, images={})
         m.save()
+        _logger.info("%s: new run", out)
         return cls(config, m)
 
     @classmethod
@@ -155,8 +159,11 @@ class Run:
 
     @contextmanager
     def stage(self, name:str):
-        "Time a stage into the manifest (seconds add up over resumes)."
+        "Time a stage into the manifest (seconds add up over resumes); log its start and its duration."
+        _logger.info("%s: %s", self.folder, name)
+        t0 = time.perf_counter()
         with self.manifest.stage(name): yield self
+        _logger.info("%s: %s done in %.1f s", self.folder, name, time.perf_counter() - t0)
 
     def record_images(self) -> dict:
         "Record the sha256 of every image of the run in the manifest."

@@ -18,9 +18,9 @@ from .core import (pick_dtype, check_int, check_float, check_choice, check_bool,
 # %% auto #0
 __all__ = ['SAMPLERS', 'authors_timesteps', 'sampling_timesteps', 'DDPMCoefficients', 'ddpm_coefficients', 'mode_guidance',
            'StepOutput', 'ddpm_guided_step', 'ddim_guided_eps', 'dit_denoiser', 'backbone_denoiser', 'chunked',
-           'ModeGuidance', 'SamplingDivergedError', 'check_finite_step', 'sample_ddpm', 'sample_ddim',
-           'SamplerSettings', 'Generated', 'check_generate_args', 'generate', 'ImageJob', 'to_uint8', 'write_images',
-           'generate_to_folder']
+           'ModeGuidance', 'AdaptiveStop', 'make_guidance', 'SamplingDivergedError', 'check_finite_step', 'sample_ddpm',
+           'sample_ddim', 'SamplerSettings', 'Generated', 'check_generate_args', 'generate', 'first_step_x0',
+           'ImageJob', 'to_uint8', 'write_images', 'generate_to_folder']
 
 # %% ../nbs/06_sampler.ipynb #29bcd5b4
 def authors_timesteps(num_train_timesteps:int=1000, # T of the trained model
@@ -101,7 +101,7 @@ def ddpm_guided_step(coefs:DDPMCoefficients, # the chain's coefficients
                      eps:torch.Tensor, # guided ε̃ [B, C, H, W]
                      var_values:torch.Tensor|None=None, # DiT's variance output v in [-1, 1], or None for fixed-small
                      modes:torch.Tensor|None=None, # m_k per image, or None for no mode guidance
-                     mode_guidance_scale:float=0.0, # λ (0 = plain DDPM)
+                     mode_guidance_scale:float|torch.Tensor=0.0, # λ (0 = plain DDPM), or one per image [B, 1, 1, 1]
                      noise:torch.Tensor|None=None, # z for this step (ignored at the last step)
                      x0_clip:float|None=None, # clamp x̂₀ to ±x0_clip in the guidance term only (None: as the authors)
                     ) -> StepOutput:
@@ -113,7 +113,7 @@ def ddpm_guided_step(coefs:DDPMCoefficients, # the chain's coefficients
     if var_values is None: logvar = lo
     else: logvar = (var_values + 1) / 2 * _at(coefs.beta, i, x).log() + (1 - var_values) / 2 * lo
     sigma = torch.exp(0.5 * logvar)
-    if modes is not None and mode_guidance_scale != 0:
+    if modes is not None and (torch.is_tensor(mode_guidance_scale) or mode_guidance_scale != 0):
         x0g = x0 if x0_clip is None else x0.clamp(-x0_clip, x0_clip)
         mean = mean + mode_guidance(x0g, modes, mode_guidance_scale * sigma)
     last = i == len(coefs.timesteps) - 1
@@ -127,12 +127,12 @@ def ddim_guided_eps(eps:torch.Tensor, # ε̃ from the model (CFG applied)
                     x:torch.Tensor, # x_t
                     alpha_bar:float, # ᾱ_t
                     modes:torch.Tensor|None=None, # m_k per image
-                    mode_guidance_scale:float=0.0, # λ
+                    mode_guidance_scale:float|torch.Tensor=0.0, # λ, or one per image [B, 1, 1, 1]
                     x0_clip:float|None=None, # clamp x̂₀ inside the guidance term only
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     "Algorithm 1's guided ε̂ = ε − √(1−ᾱ_t)·λ·(m_k − x̂₀), and x̂₀ (from the unguided ε)."
     x0 = (x - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
-    if modes is None or mode_guidance_scale == 0: return eps, x0
+    if modes is None or (not torch.is_tensor(mode_guidance_scale) and mode_guidance_scale == 0): return eps, x0
     xg = x0 if x0_clip is None else x0.clamp(-x0_clip, x0_clip)
     return eps - mode_guidance(xg, modes, math.sqrt(1 - alpha_bar) * mode_guidance_scale), x0
 
@@ -211,6 +211,44 @@ class ModeGuidance:
         if t is None: raise ValueError("the timestep stop rule (stop_timestep) needs the step's timestep t")
         return t > self.stop_timestep
 
+    def scale(self) -> float|torch.Tensor:
+        "λ of the current guided step: one float here; a variant may return one λ per image (`AdaptiveStop`)."
+        return self.mode_guidance_scale
+
+    def observe(self, x0:torch.Tensor) -> None:
+        "Called with x̂₀ after each guided step; nothing here (a variant may update its state)."
+
+# %% ../nbs/06_sampler.ipynb #00fc5252
+@dataclass
+class AdaptiveStop(ModeGuidance):
+    "Mode guidance that stops image k once ‖x̂₀ − m_k‖ ≤ radius[k] (tested after each guided step, then latched)."
+    radius: torch.Tensor|None = None # [B] each image's radius in latent space (required)
+
+    def __post_init__(self):
+        if self.radius is None or tuple(self.radius.shape) != (len(self.modes),):
+            shape = None if self.radius is None else tuple(self.radius.shape)
+            raise ValueError(f"AdaptiveStop needs one radius per image, shape ({len(self.modes)},), got {shape}")
+        self.radius = self.radius.to(self.modes.device, torch.float32)
+        self.stopped = torch.zeros(len(self.modes), dtype=torch.bool, device=self.modes.device)
+
+    def scale(self) -> torch.Tensor:
+        "λ for the images still guided and 0 for the stopped ones, as [B, 1, 1, 1]."
+        return (self.mode_guidance_scale * (~self.stopped).float()).view(-1, 1, 1, 1)
+
+    def observe(self, x0:torch.Tensor) -> None:
+        "Stop the images whose x̂₀ lies within their radius of their mode."
+        self.stopped |= (x0.float() - self.modes).flatten(1).norm(dim=1) <= self.radius
+
+def make_guidance(modes:torch.Tensor, # [B, C, H, W] target modes of one batch
+                  settings:SamplerSettings, # λ, stop_t, x0_clip, stop_timestep
+                  radius:torch.Tensor|None=None, # [B] per-image radii (adaptive stop), or None
+                 ) -> ModeGuidance:
+    "The guidance `generate` uses for a batch: `ModeGuidance`, or `AdaptiveStop` when radii are given."
+    if radius is None: return ModeGuidance(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
+                                           settings.stop_timestep)
+    return AdaptiveStop(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
+                        settings.stop_timestep, radius=torch.as_tensor(radius))
+
 # %% ../nbs/06_sampler.ipynb #570af3d9
 class SamplingDivergedError(NonFiniteError):
     "The sampler produced NaN or infinite latents; the run stops before any of them is decoded or written."
@@ -252,9 +290,10 @@ def sample_ddpm(denoise:Callable, # adapter: (x, t, labels) -> (eps, var_values|
         z = randn_tensor(x.shape, generator=generators, device=x.device, dtype=x.dtype) if i < S - 1 else None
         out = ddpm_guided_step(coefs, i, x, eps, v if learned_variance else None,
                                modes=guidance.modes if g else None,
-                               mode_guidance_scale=guidance.mode_guidance_scale if g else 0.0, noise=z,
+                               mode_guidance_scale=guidance.scale() if g else 0.0, noise=z,
                                x0_clip=guidance.x0_clip if guidance is not None else None)
         x = out.prev_sample
+        if g: guidance.observe(out.pred_original_sample)
         check_finite_step(x, i, t, S, guidance, 'ddpm')
         if callback is not None: callback(i, t, x, out.pred_original_sample)
     return x
@@ -270,9 +309,10 @@ def sample_ddim(denoise:Callable, x:torch.Tensor, labels:torch.Tensor,
         eps, _ = denoise(scheduler.scale_model_input(x, t), t, labels)
         g = guidance is not None and guidance.active(i, S, t)
         eps, x0 = ddim_guided_eps(eps, x, float(scheduler.alphas_cumprod[t]), guidance.modes if g else None,
-                                  guidance.mode_guidance_scale if g else 0.0,
+                                  guidance.scale() if g else 0.0,
                                   guidance.x0_clip if guidance is not None else None)
         x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+        if g: guidance.observe(x0)
         check_finite_step(x, i, t, S, guidance, 'ddim')
         if callback is not None: callback(i, t, x, x0)
     return x
@@ -388,6 +428,7 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
              seeds:Sequence[int], # seed of each image's generator
              modes:torch.Tensor|None=None, # [N, C, H, W] target mode per image; None = unguided sampling
              settings:SamplerSettings|None=None, # the sampler's settings (None: the paper's defaults)
+             mode_radius:torch.Tensor|None=None, # [N] adaptive stop (`AdaptiveStop`); None: the fixed stop_t only
              batch_size:int=64, # images sampled (and decoded) together; no effect on the images
              decode:bool=True, # decode the latents to images in [0, 1]
              progress:bool=True, # show a progress bar over batches
@@ -419,9 +460,8 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
         y = labels[s:s + batch_size].to(dev)
         gens = [torch.Generator().manual_seed(sd) for sd in seeds[s:s + batch_size]]
         x = randn_tensor((len(y), *backbone.latent_shape), generator=gens, device=dev, dtype=torch.float32)
-        guide = None if modes is None else ModeGuidance(modes[s:s + batch_size].to(dev, torch.float32),
-                                                        settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
-                                                        settings.stop_timestep)
+        guide = None if modes is None else make_guidance(modes[s:s + batch_size].to(dev, torch.float32), settings,
+                                                         None if mode_radius is None else mode_radius[s:s + batch_size])
         with torch.no_grad(), amp:
             try:
                 if settings.sampler == 'ddpm':
@@ -434,6 +474,37 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
             lat.append(x.cpu())
             if decode: imgs.append(decoder(x).float().cpu())
     return Generated(torch.cat(lat), torch.cat(imgs) if decode else None, labels, seeds)
+
+# %% ../nbs/06_sampler.ipynb #0e1f50b1
+@torch.no_grad()
+def first_step_x0(backbone, # a `Backbone`
+                  labels:Sequence[int]|torch.Tensor, # class id of each image
+                  *,
+                  seeds:Sequence[int], # seed of each image's generator (as for `generate`)
+                  settings:SamplerSettings|None=None, # the sampler's settings (None: the paper's defaults)
+                  **overrides, # SamplerSettings fields
+                 ) -> torch.Tensor:
+    "x̂₀ that the first sampling step predicts from each image's starting noise, before any mode guidance."
+    settings = replace(settings or SamplerSettings(), **overrides)
+    labels = torch.as_tensor(list(labels) if not torch.is_tensor(labels) else labels, dtype=torch.long).reshape(-1)
+    if len(seeds) != len(labels):
+        raise ValueError(f"got {len(seeds)} seeds for {len(labels)} labels: pass one per image")
+    dev, config = backbone.device, dict(backbone.scheduler.config)
+    gens = [torch.Generator().manual_seed(check_int(f'seeds[{i}]', s)) for i, s in enumerate(seeds)]
+    x = randn_tensor((len(labels), *backbone.latent_shape), generator=gens, device=dev, dtype=torch.float32)
+    denoise = chunked(backbone_denoiser(backbone, settings.guidance_scale, settings.cfg_channels), settings.chunk_size)
+    y = labels.to(dev)
+    if settings.sampler == 'ddpm':
+        sched = DDPMScheduler.from_config(config, clip_sample=False, variance_type='fixed_small')
+        spacing = settings.spacing or getattr(backbone, 'timestep_spacing', 'authors')
+        coefs = ddpm_coefficients(sched, sampling_timesteps(sched, settings.num_inference_steps, spacing))
+        eps, _ = denoise(x, int(coefs.timesteps[0]), y)
+        return ddpm_guided_step(coefs, 0, x, eps, noise=torch.zeros_like(x)).pred_original_sample.cpu()
+    sched = DDIMScheduler.from_config(config, clip_sample=False)
+    sched.set_timesteps(settings.num_inference_steps)
+    t = int(sched.timesteps[0])
+    eps, _ = denoise(sched.scale_model_input(x, t), t, y)
+    return ddim_guided_eps(eps, x, float(sched.alphas_cumprod[t]))[1].cpu()
 
 # %% ../nbs/06_sampler.ipynb #a5dab698
 @dataclass(frozen=True)
@@ -484,6 +555,7 @@ def generate_to_folder(backbone, # a `Backbone`
                        jobs:Sequence[ImageJob], # the images to make
                        modes:torch.Tensor|None=None, # [len(jobs), C, H, W] target mode per job, or None
                        settings:SamplerSettings|None=None, # the sampler's settings (None: the paper's defaults)
+                       mode_radius:torch.Tensor|None=None, # [len(jobs)] adaptive stop radius per job, or None
                        batch_size:int=64, # images generated and written together
                        distributed:bool=False, # split the jobs across `accelerate`/`torchrun` processes
                        progress:bool=True, # progress bar
@@ -503,6 +575,6 @@ def generate_to_folder(backbone, # a `Backbone`
         idx = todo[s:s + batch_size]
         g = generate(backbone, [jobs[i].label for i in idx], seeds=[jobs[i].seed for i in idx],
                      modes=None if modes is None else modes[idx], settings=settings, batch_size=batch_size,
-                     progress=False)
+                     mode_radius=None if mode_radius is None else mode_radius[idx], progress=False)
         written += write_images(g.images, [paths[i] for i in idx], image_size)
     return written

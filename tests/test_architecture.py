@@ -10,7 +10,7 @@ PKG = Path(mgd3.__file__).parent
 FOUNDATION = {'core'}
 EVALUATION = {'evalnets', 'evaluate', 'metrics'}
 GENERATOR = {'backbone', 'losses', 'pretrain', 'sampler', 'text2img', 'tiny_mnist'}
-PIPELINE = {'methods', 'config', 'run', 'distill', 'paper', 'explore'}
+PIPELINE = {'methods', 'config', 'run', 'distill', 'paper', 'explore', 'export', 'cli', 'sweep', 'candidates'}
 
 def imports() -> dict[str, set[str]]:
     "Module → the mgd3 modules it imports (anywhere in the file, top level or inside functions)."

@@ -1,0 +1,92 @@
+"""mgd3.sweep on a tiny random backbone: shared stage 1, resumption point by point, the table, `select` without the
+test split, and nbs/sweep.ipynb under papermill (the sweep in CI on a tiny grid, quick settings)."""
+import json, os, subprocess, sys, time
+from pathlib import Path
+import pytest
+import mgd3
+import mgd3.data
+from mgd3.sweep import sweep, select, sweep_table, validation_data
+from mgd3.testing import TINY_RUN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def _base(pipe):
+    return {**TINY_RUN, 'backbone': str(pipe), 'methods': ['mgd3'], 'num_inference_steps': 2, 'stop_t': 0}
+
+@pytest.fixture(scope='module')
+def finished(tiny_mnist_pipeline, tmp_path_factory):
+    out = tmp_path_factory.mktemp('sweep') / 's'
+    return out, sweep({'mode_guidance_scale': [0.1, 0.3], 'stop_t': [0, 1]}, out, _base(tiny_mnist_pipeline))
+
+def test_one_row_per_point_and_shared_stage1(finished):
+    out, res = finished
+    assert [(r['mode_guidance_scale'], r['stop_t']) for r in res.rows] == [(0.1, 0), (0.1, 1), (0.3, 0), (0.3, 1)]
+    assert all(r['method'] == 'mgd3' and r['n'] == 1 and 0 <= r['coverage_mean'] <= 1 for r in res.rows)
+    assert len(list((out / 'shared' / 'latents').iterdir())) == 1
+    assert len(list((out / 'shared' / 'modes').iterdir())) == 1
+    caches = {p.resolve() for p in out.glob('*/latents') if p.parent.name != 'shared'}
+    assert len(caches) == 1   # every point's latents/ is the one shared folder
+    modes = {(p / 'modes' / 'seed0.safetensors').read_bytes() for p in out.iterdir() if (p / 'metrics.json').exists()}
+    assert len(modes) == 1
+    lines = res.csv.read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith('point,mode_guidance_scale,stop_t,method,net,acc_mean,acc_std')
+    assert '| lam0.1-stop0 |' not in res.markdown.read_text() and '| 0.1 | 0 | mgd3 | convnet3 |' in res.markdown.read_text()
+    assert {p.name for p in res.figures} == {'acc.png', 'coverage.png'}
+    man = json.loads((out / 'lam0.3-stop1' / 'manifest.json').read_text())
+    assert man['config']['mode_guidance_scale'] == 0.3 and man['status'] == 'complete'
+
+def test_rerun_resumes_point_by_point(finished, tiny_mnist_pipeline):
+    out, res = finished
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob('*/metrics.json')}
+    again = sweep({'mode_guidance_scale': [0.1, 0.3], 'stop_t': [0, 1]}, out, _base(tiny_mnist_pipeline))
+    assert again.rows == res.rows   # a finished sweep is only read: no point ran again
+    assert {p: p.stat().st_mtime_ns for p in out.glob('*/metrics.json')} == stamps and len(stamps) == 4
+    # a point lost half-way is redone alone, from its own folder
+    (out / 'lam0.3-stop0' / 'metrics.json').unlink()
+    (out / 'lam0.3-stop0' / 'eval' / 'mgd3' / 'seed0' / 'convnet3.json').unlink()
+    before = {p: p.stat().st_mtime_ns for p in out.glob('lam0.1-*/metrics.json')}
+    again = sweep({'mode_guidance_scale': [0.1, 0.3], 'stop_t': [0, 1]}, out, _base(tiny_mnist_pipeline))
+    assert {p: p.stat().st_mtime_ns for p in out.glob('lam0.1-*/metrics.json')} == before
+    assert (out / 'lam0.3-stop0' / 'metrics.json').exists() and len(again.rows) == 4
+    assert sweep_table(out).rows == again.rows
+
+def test_select_never_reads_the_test_split(tiny_mnist_pipeline, tmp_path, monkeypatch):
+    real = mgd3.data.load_mnist5k
+    def guarded(split='train'):
+        if split == 'test': raise AssertionError('the test split was read')
+        return real(split)
+    monkeypatch.setattr(mgd3.data, 'load_mnist5k', guarded)
+    with pytest.raises(AssertionError, match='the test split was read'):   # the guard works: a test run trips it
+        mgd3.distill(**{**_base(tiny_mnist_pipeline), 'out_dir': str(tmp_path / 'test-run')})
+    sel = select({'mode_guidance_scale': [0.1, 0.3]}, tmp_path / 'sel', _base(tiny_mnist_pipeline),
+                 methods=('mgd3', 'mgd3_adaptive'))
+    assert sel.method in ('mgd3', 'mgd3_adaptive') and sel.params['mode_guidance_scale'] in (0.1, 0.3)
+    assert len(sel.sweep.rows) == 4 and sel.val_acc == max(r['acc_mean'] for r in sel.sweep.rows)
+    man = json.loads((tmp_path / 'sel' / 'lam0.1' / 'manifest.json').read_text())
+    assert man['config']['dataset'] == 'mnist5k-val'
+
+def test_select_refuses_data_without_a_validation_split(tmp_path):
+    with pytest.raises(ValueError, match='make_holdout_root'):
+        validation_data('imagenette', str(tmp_path))
+    root = mgd3.make_holdout_root(_tree(tmp_path / 'imagenet'), tmp_path / 'held', mgd3.folder_spec(tmp_path / 'imagenet'),
+                                  per_class=1)
+    assert validation_data('imagenette', str(root)) == ('imagenette', str(root))
+
+def _tree(root):
+    from PIL import Image
+    for w in ('a', 'b'):
+        (root / 'train' / w).mkdir(parents=True)
+        for i in range(3): Image.new('RGB', (8, 8)).save(root / 'train' / w / f'{i}.png')
+    return root
+
+def test_sweep_notebook_under_papermill(tiny_mnist_pipeline, tmp_path):
+    out_nb, out = tmp_path / 'out.ipynb', tmp_path / 'sweep'
+    params = {'grid': {'mode_guidance_scale': [0.1, 0.3]}, 'base': _base(tiny_mnist_pipeline), 'out_dir': str(out)}
+    (tmp_path / 'p.yaml').write_text(json.dumps(params))
+    subprocess.run([sys.executable, '-m', 'papermill', str(ROOT / 'nbs' / 'sweep.ipynb'), str(out_nb), '-f',
+                    str(tmp_path / 'p.yaml'), '--cwd', str(tmp_path)], check=True, capture_output=True,
+                   env={**os.environ, 'MPLBACKEND': 'Agg'})
+    printed = ''.join(''.join(o.get('text', '')) for c in json.loads(out_nb.read_text())['cells']
+                      for o in c.get('outputs', []) if c['cell_type'] == 'code')
+    assert '| 0.3 | mgd3 | convnet3 |' in printed
+    assert (out / 'table.csv').exists() and (out / 'figures' / 'acc.png').exists()
