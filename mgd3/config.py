@@ -11,9 +11,11 @@ from .core import (check_int, check_float, check_choice, check_list, check_bool,
                        check_seed, pick_device)
 from .data import dataset_spec
 from .modes import list_mode_methods
+from .latents import LATENT_DTYPES
 from .sampler import SamplerSettings
 from .evalnets import list_evalnets
 from .methods import list_methods
+from .paper import TABLE_PRESETS
 
 # %% auto #0
 __all__ = ['METHODS', 'NOT_RESULTS', 'LOCK_MODES', 'param', 'DistillConfig']
@@ -54,7 +56,10 @@ class DistillConfig:
     methods: tuple = param(METHODS, "what to make and evaluate: mgd3.list_methods()")
     quick: bool = param(False, "one seed, short training, no t-SNE (CI and demos)")
     teacher: str|None = param(None, "soft labels and metrics (None: the dataset's embedded teacher, if any)")
+    teacher_weights: str|None = param(None, "a timm teacher's .safetensors file (None: download it from the hub)")
+    preset: str|None = param(None, "a paper table's settings (mgd3.TABLE_PRESETS); explicit parameters win")
     mode_method: str = param('kmeans', "mode discovery: mgd3.list_mode_methods()")
+    latent_dtype: str = param('float32', "storage dtype of the latent cache: 'float16'/'bfloat16' halve its disk")
     mode_flips: str = param('authors', "'authors': each seed's modes from randomly flipped images; 'none': one set")
     save_size: int|None = param(None, "side of the saved images; None: the backbone's (SD: 256, as the authors)")
     chunk_size: int = param(64, "images per network call (fixed for bit-identical images)")
@@ -85,7 +90,7 @@ class DistillConfig:
                        else self.stop_rule, save_size=256 if sd and self.save_size is None else self.save_size,
                        teacher=default(self.teacher, 'mnist5k' if spec.embedded else None),
                        out_dir=path(default(self.out_dir, f'runs/{self.dataset}-ipc{self.ipc}')),
-                       data_root=path(self.data_root), vae=path(self.vae),
+                       data_root=path(self.data_root), vae=path(self.vae), teacher_weights=path(self.teacher_weights),
                        seeds=as_t(self.seeds), nets=as_t(self.nets), methods=as_t(self.methods))
 
     def sampler_settings(self) -> SamplerSettings:
@@ -112,6 +117,7 @@ class DistillConfig:
         if self.epochs is not None:
             check_int('epochs', self.epochs, min=1, hint="pass epochs >= 1, or None (the protocol's epochs)")
         check_choice('mode_method', self.mode_method, list_mode_methods())
+        check_choice('latent_dtype', self.latent_dtype, tuple(LATENT_DTYPES), hint="'float16' halves the cache's disk")
         check_choice('mode_flips', self.mode_flips, ('authors', 'none'))
         check_choice('stop_rule', self.stop_rule, ('auto', 'index', 'timestep'))
         if self.save_size is not None: check_int('save_size', self.save_size, min=1, hint="or None (the backbone's)")
@@ -123,7 +129,7 @@ class DistillConfig:
         check_int('batch_size', self.batch_size, min=1, hint='pass images sampled together, e.g. 64')
         check_bool('quick', self.quick)
         check_str('backbone', self.backbone, hint="pass a registered name, a DiTPipeline folder or 'sd:<folder>'")
-        for name in ('data_root', 'vae', 'teacher'):
+        for name in ('data_root', 'vae', 'teacher', 'teacher_weights'):
             if getattr(self, name) is not None: check_path(name, getattr(self, name), hint='pass a path, or None')
         check_path('out_dir', self.out_dir, hint='pass the run folder, or None for runs/<dataset>-ipc<ipc>')
         if self.device is not None: pick_device(self.device)
@@ -132,6 +138,10 @@ class DistillConfig:
         if self.protocol == 'soft' and not self.teacher:
             raise ValueError("the soft-label protocol needs teacher= (a teacher folder or a timm model name with "
                              "local weights)")
+        if self.preset is not None: check_choice('preset', self.preset, sorted(TABLE_PRESETS))
+        if self.teacher_weights is not None and not self.teacher:
+            raise ValueError("teacher_weights is set but teacher is not; pass teacher= (a timm model name such as "
+                             "'resnet18.tv_in1k') with it")
         if not dataset_spec(self.dataset).embedded and not self.data_root:
             raise ValueError(f"dataset {self.dataset!r} needs data_root: an ImageNet-style folder with train/<wnid>/ "
                              "and val/<wnid>/ (or validation/) holding the images; run mgd3.validate_dataset on it "
@@ -143,6 +153,9 @@ class DistillConfig:
         names = [f.name for f in fields(cls)]
         bad = sorted(set(params) - set(names))
         if bad: raise TypeError(f"unknown run parameters {bad}; valid ones: {names}")
+        if params.get('preset') is not None:   # the table's settings, under the parameters given explicitly
+            check_choice('preset', params['preset'], sorted(TABLE_PRESETS))
+            params = {**TABLE_PRESETS[params['preset']], **params}
         config = cls(**params).resolved()
         config.check()
         return config

@@ -11,22 +11,23 @@ import torch
 from tqdm.auto import tqdm
 import logging
 from .core import load_json, save_json, atomic_save, pick_device
-from .data import dataset_spec, load_split, split_dir, load_image_folder
+from PIL import Image
+from .data import dataset_spec, load_split, split_dir, IMG_EXTENSIONS
 from .latents import cache_latents
 from .modes import ModeSet, discover_modes_cached, plot_modes
 from .methods import MethodContext, get_method
 from .evaluate import evaluate, EvalResult, summarize_results, get_eval_config, prepare_test_set
-from .evalnets import load_teacher
-from .metrics import distillation_metrics, plot_tsne
+from .evalnets import load_teacher, Teacher
+from .metrics import streamed_metrics, plot_tsne
 from .config import DistillConfig
 from .run import Run, verify_run, check_disk_space
 
 _logger = logging.getLogger('mgd3.distill')
 
 # %% auto #0
-__all__ = ['SAMPLES_FIGURE', 'run_modes', 'prepare', 'make_sets', 'test_set', 'evaluate_sets', 'accuracy_summary',
-           'compute_metrics', 'comparison_table', 'plot_samples', 'plot_accuracy', 'make_figures', 'DistillResult',
-           'distill']
+__all__ = ['SAMPLES_FIGURE', 'run_modes', 'prepare', 'make_sets', 'test_set', 'run_teacher', 'teacher_classes', 'evaluate_sets',
+           'accuracy_summary', 'class_set_images', 'compute_metrics', 'comparison_table', 'plot_samples',
+           'plot_accuracy', 'make_figures', 'DistillResult', 'distill']
 
 # %% ../nbs/13_distill.ipynb #0aa96c3a
 def run_modes(run:Run, # the run
@@ -62,7 +63,7 @@ def prepare(run:Run, # the run
     text = cfg.backbone.startswith('sd:')
     with run.stage('encode'):
         cache = cache_latents(bb.vae, spec, cfg.data_root, run.latents_dir, image_size=bb.image_size, sample=text,
-                              mirrored=cfg.mode_flips == 'authors')
+                              mirrored=cfg.mode_flips == 'authors', dtype=cfg.latent_dtype)
     with run.stage('modes'): seed_modes = run_modes(run, cache)
     label_ids = spec.class_ids if bb.num_classes > spec.num_classes else list(range(spec.num_classes))
     settings = replace(cfg.sampler_settings(), variance='learned' if bb.learned_sigma else 'scheduler')
@@ -79,23 +80,45 @@ def make_sets(run:Run, # the run
                 get_method(method).make(ctx, seed, run.image_dir(method, seed))
     run.record_images()
 
-# %% ../nbs/13_distill.ipynb #7eda7b08
+# %% ../nbs/13_distill.ipynb #8182d5c0
 def test_set(run:Run): # the run
-    "The real test split, decoded once for all evaluations, with the protocol's test transform."
+    "The real test split with the protocol's test transform: decoded once, or streamed when it is large."
     spec = dataset_spec(run.config.dataset)
     if spec.embedded: return load_split(spec, split='test')
     c = get_eval_config(run.config.eval_preset(), protocol=run.config.protocol)
     return prepare_test_set(split_dir(run.config.data_root, 'val'), image_size=c.image_size,
                             test_resize=c.test_resize, classes=sorted(spec.wnids))
 
-# %% ../nbs/13_distill.ipynb #fd7fd881
+# %% ../nbs/13_distill.ipynb #b6490ab3
+def run_teacher(run:Run, # the run
+                device:torch.device|str|None=None, # where the teacher runs
+               ) -> Teacher|None:
+    "The run's teacher (`teacher`, with `teacher_weights` for a timm model), or None when the run has none."
+    cfg = run.config
+    return load_teacher(cfg.teacher, weights=cfg.teacher_weights, device=device) if cfg.teacher else None
+
+def teacher_classes(spec, # the run's `DatasetSpec`
+                    teacher:Teacher, # its teacher
+                   ) -> list[int]|None:
+    "The teacher's output index of each class in the evaluation's label order (sorted wnids); None if they coincide."
+    if teacher.num_classes == spec.num_classes: return None
+    if teacher.num_classes == 1000 and not spec.embedded and not spec.source.startswith('ImageFolder'):
+        ids = dict(zip(spec.wnids, spec.class_ids))   # ImageNet-1K ids of an ImageNet subset
+        return [int(ids[w]) for w in sorted(spec.wnids)]
+    raise ValueError(f"the teacher predicts {teacher.num_classes} classes but {spec.name} has {spec.num_classes} "
+                     "and is not an ImageNet subset; pass a teacher trained on these classes")
+
+# %% ../nbs/13_distill.ipynb #24cca6a5
 def evaluate_sets(run:Run, # the run
                   device:torch.device, # where the networks train
                  ) -> None:
     "Train and test every network on every set of the run (what exists is skipped)."
     cfg = run.config
-    test = test_set(run)
     todo = [(m, g, t, net) for m in cfg.methods for g, t in run.eval_runs(m) for net in cfg.nets]
+    if all(run.eval_path(m, g, net).exists() for m, g, _, net in todo): return
+    test = test_set(run)
+    teacher = run_teacher(run, device) if cfg.protocol == 'soft' else None
+    tclasses = teacher_classes(dataset_spec(cfg.dataset), teacher) if teacher is not None else None
     bar = tqdm(total=len(todo), desc='evaluate', unit='run')
     for method in cfg.methods:
         with run.stage(f'evaluate/{method}'):
@@ -108,7 +131,7 @@ def evaluate_sets(run:Run, # the run
                     r = evaluate(str(run.image_dir(method, gen_seed)), test, net=net, protocol=cfg.protocol,
                                  preset=cfg.eval_preset(), epochs=cfg.epochs, seed=train_seed,
                                  generation_seed=gen_seed if get_method(method).seeded else None,
-                                 teacher=cfg.teacher if cfg.protocol == 'soft' else None, device=device)
+                                 teacher=teacher, teacher_classes=tclasses, device=device)
                     save_json(path, asdict(r))
     bar.close()
 
@@ -125,37 +148,45 @@ def accuracy_summary(run:Run, # the run
                     'std': sb.std, 'final_mean': sf.mean, 'final_std': sf.std, 'over': sb.over}
     return acc
 
-# %% ../nbs/13_distill.ipynb #88453d0c
+# %% ../nbs/13_distill.ipynb #dba19bc4
+def class_set_images(folder:str|Path, # a distilled set (an ImageFolder: folder/<wnid>/<k>.png)
+                     wnid:str, # one class folder
+                    ) -> torch.Tensor:
+    "uint8 images `[n, C, H, W]` of one class of a set, in image-index order (without listing the other classes)."
+    files = [p for p in (Path(folder) / wnid).iterdir() if p.suffix.lower() in IMG_EXTENSIONS]
+    files.sort(key=lambda p: (int(p.stem) if p.stem.isdigit() else float('inf'), p.name))
+    out = []
+    for p in files:
+        with Image.open(p) as im: arr = np.asarray(im.convert('L' if im.mode in ('1', 'L', 'LA') else 'RGB'))
+        out.append(torch.from_numpy(arr.copy()).view(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1))
+    return torch.stack(out)
+
+# %% ../nbs/13_distill.ipynb #0c200a6c
 def compute_metrics(run:Run, # the run
                     ctx:MethodContext, # from `prepare`
                     device:torch.device, # where the teacher runs
                    ) -> tuple[dict, dict]:
     "metrics.json's content (accuracy per net, diversity/representativeness/coverage per method) and t-SNE reports."
     cfg, spec = run.config, ctx.spec
-    res, tsne = {'methods': {}}, {}
-    teacher = load_teacher(cfg.teacher, device=device) if cfg.teacher else None
-    real = real_feats = labels = None
-    if teacher is not None and spec.embedded:
-        labels = ctx.labels()
-        real = ctx.cache.real_images(torch.arange(len(labels)), cfg.data_root)
+    res = {'methods': {m: {'accuracy': accuracy_summary(run, m)} for m in cfg.methods}}
+    teacher = run_teacher(run, device)
+    if teacher is None:
+        res.update(feature_space=None, note="diversity/representativeness/coverage need a teacher (teacher=); skipped")
+        return res, {}
     space = f"teacher {cfg.teacher} penultimate features"
-    for method in cfg.methods:
-        entry = {'accuracy': accuracy_summary(run, method)}
-        if real is not None:
-            if real_feats is None: real_feats = teacher.features(real)
-            reps = []
-            for i, (g, _) in enumerate(run.eval_runs(method)):
-                syn = load_image_folder(run.image_dir(method, g), classes=list(spec.wnids))
-                rep = distillation_metrics(real_feats, labels, teacher.features(syn.images), syn.labels,
-                                           feature_space=space, tsne=(i == 0 and cfg.tsne and not cfg.quick), seed=0)
-                if rep.tsne: tsne[method] = rep
-                reps.append(rep.mean)
-            entry.update({k: float(np.nanmean([r.get(k, np.nan) for r in reps])) for k in reps[0]})
-            entry['per_seed'] = reps   # each evaluation's metrics, in eval_runs order (their spread over seeds)
-        res['methods'][method] = entry
-    res['feature_space'] = space if real is not None else None
-    if real is None:
-        res['note'] = "diversity/representativeness/coverage need a teacher on an embedded dataset; skipped"
+    folders = {m: [str(run.image_dir(m, g)) for g, _ in run.eval_runs(m)] for m in cfg.methods}
+    sets = {d: (lambda c, d=d: teacher.features(class_set_images(d, spec.wnids[c])))
+            for d in dict.fromkeys(d for ds in folders.values() for d in ds)}
+    reports = streamed_metrics(lambda c: teacher.features(ctx.cache.class_images(c, cfg.data_root)), sets,
+                               range(spec.num_classes), feature_space=space, k=ctx.ipc, seed=0,
+                               tsne_sets=[ds[0] for ds in folders.values()] if cfg.tsne and not cfg.quick else ())
+    tsne = {}
+    for m, ds in folders.items():
+        reps = [reports[d].mean for d in ds]
+        res['methods'][m].update({k: float(np.nanmean([r.get(k, np.nan) for r in reps])) for k in reps[0]})
+        res['methods'][m]['per_seed'] = reps   # each evaluation's metrics, in eval_runs order (their spread over seeds)
+        if reports[ds[0]].tsne: tsne[m] = reports[ds[0]]
+    res['feature_space'] = space
     return res, tsne
 
 # %% ../nbs/13_distill.ipynb #ebe8c75f
@@ -174,7 +205,7 @@ def comparison_table(metrics:dict) -> str:
     lines.append(f"best test top-1 (%) over training, mean ± std over {' / '.join(sorted(over))}")
     return '\n'.join(lines)
 
-# %% ../nbs/13_distill.ipynb #4364fe24
+# %% ../nbs/13_distill.ipynb #8bc3e098
 def _save_fig(fig, path):
     import matplotlib.pyplot as plt
     atomic_save(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90, metadata={'Software': None}))
@@ -189,14 +220,14 @@ def plot_samples(run:Run, # the run
     "Per class, each method's images for the same generation seed side by side (rows: class × method)."
     import matplotlib.pyplot as plt
     spec = dataset_spec(run.config.dataset)
-    sets = {m: load_image_folder(run.image_dir(m, seed), classes=list(spec.wnids)) for m in methods}
     classes = list(range(min(5, spec.num_classes))) if classes is None else classes
-    k = min(max_k, int(torch.bincount(next(iter(sets.values())).labels).max()))
+    shown = {(m, c): class_set_images(run.image_dir(m, seed), spec.wnids[c]) for m in methods for c in classes}
+    k = min(max_k, max(len(v) for v in shown.values()))
     rows = len(classes) * len(methods)
     fig, axes = plt.subplots(rows, k, figsize=(k * 0.9, rows * 0.95), squeeze=False)
     for i, c in enumerate(classes):
         for j, m in enumerate(methods):
-            imgs = sets[m].images[sets[m].labels == c]
+            imgs = shown[(m, c)]
             for kk in range(k):
                 ax = axes[i * len(methods) + j, kk]
                 ax.set_xticks([])

@@ -15,9 +15,9 @@ from .core import ASSETS_DIR, pick_device, load_tensors, save_tensors, save_json
 __all__ = ['EVALNETS', 'ASSETS', 'EMBEDDED_TEACHERS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'register_evalnet', 'list_evalnets',
            'create_evalnet', 'instance_norm', 'ConvNet', 'convnet3', 'convnet6', 'he_normal_', 'stem_kind',
            'BasicBlockAP', 'ResNetAP', 'resnet_ap10', 'resnet18', 'resnet18_bn', 'count_parameters',
-           'penultimate_features', 'Teacher', 'save_teacher', 'load_teacher']
+           'penultimate_features', 'Teacher', 'save_teacher', 'hub_weights', 'load_teacher']
 
-# %% ../nbs/07_evalnets.ipynb #427f7929
+# %% ../nbs/07_evalnets.ipynb #16971aea
 EVALNETS: dict[str, Callable[..., nn.Module]] = {}
 
 def register_evalnet(fn:Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -38,14 +38,15 @@ def create_evalnet(name:str, # a name from `list_evalnets()`
                   ) -> nn.Module:
     "Build the evaluation network `name` (randomly initialised from torch's global RNG)."
     if name not in EVALNETS: raise ValueError(f"unknown evaluation network {name!r}; valid names: {list_evalnets()}")
-    if num_classes < 1 or image_size < 8: raise ValueError(f"need num_classes >= 1 and image_size >= 8, got {num_classes}, {image_size}")
+    if num_classes < 1 or image_size < 8:
+        raise ValueError(f"need num_classes >= 1 and image_size >= 8, got {num_classes}, {image_size}")
     return EVALNETS[name](num_classes=num_classes, image_size=image_size, in_chans=in_chans, **kwargs)
 
 def instance_norm(channels:int) -> nn.Module:
     "Instance norm with a learned affine, written as GroupNorm with one group per channel (IDC's `instance` norm)."
     return nn.GroupNorm(channels, channels, affine=True)
 
-# %% ../nbs/07_evalnets.ipynb #04173d24
+# %% ../nbs/07_evalnets.ipynb #48cd4be0
 class ConvNet(nn.Module):
     "IDC-style ConvNet: `depth` × (conv3x3 → instance norm → ReLU → avgpool2), then a linear layer."
     def __init__(self, *, num_classes:int, image_size:int, in_chans:int=3, depth:int=3, width:int=128):
@@ -54,7 +55,8 @@ class ConvNet(nn.Module):
         for _ in range(depth):
             layers += [nn.Conv2d(ch, width, 3, padding=1), instance_norm(width), nn.ReLU(inplace=True), nn.AvgPool2d(2)]
             ch, size = width, size // 2
-        if size < 1: raise ValueError(f"image_size {image_size} is too small for depth {depth}; use image_size >= {2**depth}")
+        if size < 1:
+            raise ValueError(f"image_size {image_size} is too small for depth {depth}; use image_size >= {2**depth}")
         self.features, self.num_features = nn.Sequential(*layers), width * size * size
         self.fc = nn.Linear(self.num_features, num_classes)
     def forward_features(self, x): return self.features(x)
@@ -73,13 +75,14 @@ def convnet6(*, num_classes:int, image_size:int, in_chans:int=3, width:int=128) 
     "ConvNet-6 (the paper's ConvNet at 224 px)."
     return ConvNet(num_classes=num_classes, image_size=image_size, in_chans=in_chans, depth=6, width=width)
 
-# %% ../nbs/07_evalnets.ipynb #5934e221
+# %% ../nbs/07_evalnets.ipynb #6e1364f3
 def he_normal_(net:nn.Module) -> nn.Module:
     "IDC's initialisation: conv weights ~ N(0, 2 / (k·k·out_channels)) (He, fan-out); norm weights 1, biases 0."
     for m in net.modules():
         if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
         elif isinstance(m, (nn.GroupNorm, nn.modules.batchnorm._BatchNorm)):
-            nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
     return net
 
 def stem_kind(image_size:int) -> str:
@@ -91,15 +94,17 @@ class BasicBlockAP(nn.Module):
     def __init__(self, cin:int, cout:int, stride:int=1):
         super().__init__()
         pool = nn.AvgPool2d(2) if stride == 2 else nn.Identity()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), instance_norm(cout), nn.ReLU(inplace=True),
-                                  pool, nn.Conv2d(cout, cout, 3, padding=1, bias=False), instance_norm(cout))
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), instance_norm(cout),
+                                  nn.ReLU(inplace=True), pool, nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                                  instance_norm(cout))
         self.shortcut = nn.Identity() if (cin == cout and stride == 1) else nn.Sequential(
             nn.Conv2d(cin, cout, 1, bias=False), nn.AvgPool2d(2) if stride == 2 else nn.Identity(), instance_norm(cout))
     def forward(self, x): return torch.relu(self.body(x) + self.shortcut(x))
 
 class ResNetAP(nn.Module):
     "IDC's ResNetAP: stride-1 convolutions, average-pool downsampling, instance norm, IDC's stem and initialisation."
-    def __init__(self, *, num_classes:int, image_size:int, in_chans:int=3, blocks=(1, 1, 1, 1), widths=(64, 128, 256, 512)):
+    def __init__(self, *, num_classes:int, image_size:int, in_chans:int=3, blocks=(1, 1, 1, 1),
+                 widths=(64, 128, 256, 512)):
         super().__init__()
         k, pool = {'small': (3, 1), 'mid': (3, 2), 'large': (7, 4)}[stem_kind(image_size)]
         stem = [nn.Conv2d(in_chans, widths[0], k, padding=k // 2, bias=False), instance_norm(widths[0]),
@@ -108,7 +113,8 @@ class ResNetAP(nn.Module):
         layers, cin = [], widths[0]
         for i, (n, w) in enumerate(zip(blocks, widths)):
             for j in range(n):
-                layers.append(BasicBlockAP(cin, w, stride=2 if (i > 0 and j == 0) else 1)); cin = w
+                layers.append(BasicBlockAP(cin, w, stride=2 if (i > 0 and j == 0) else 1))
+                cin = w
         self.stem, self.layers = nn.Sequential(*stem), nn.Sequential(*layers)
         self.num_features = cin
         self.fc = nn.Linear(cin, num_classes)
@@ -156,37 +162,50 @@ def count_parameters(net:nn.Module) -> int:
     "Number of trainable parameters of `net`."
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
-# %% ../nbs/07_evalnets.ipynb #06844855
+# %% ../nbs/07_evalnets.ipynb #63a9260a
 @torch.no_grad()
 def penultimate_features(net:nn.Module, # a network with timm's `forward_features`/`forward_head`
                          x:torch.Tensor, # a normalised float batch `[B, C, H, W]`
                          batch_size:int=256, # images per forward pass
                         ) -> torch.Tensor:
     "The input of the final linear layer, `[B, num_features]`, computed in eval mode in batches."
-    was_training = net.training; net.eval()
+    was_training = net.training
+    net.eval()
     dev = next(net.parameters()).device
     out = [net.forward_head(net.forward_features(x[i:i + batch_size].to(dev)), pre_logits=True).flatten(1)
            for i in range(0, len(x), batch_size)]
     net.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, getattr(net, 'num_features', 0))
 
-# %% ../nbs/07_evalnets.ipynb #d3f7c97a
+# %% ../nbs/07_evalnets.ipynb #ee95deaa
 ASSETS = ASSETS_DIR  # the packaged weights folder (mgd3.backbone), holding the embedded teachers
 EMBEDDED_TEACHERS = {'mnist5k': 'teacher-mnist5k'}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
+def _num_outputs(net:nn.Module) -> int:
+    "A classifier's number of outputs: its `num_classes`, else the last linear layer's width."
+    n = getattr(net, 'num_classes', None)
+    if n: return int(n)
+    linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not linear: raise ValueError(f"cannot tell how many classes {type(net).__name__} predicts; pass num_classes=")
+    return linear[-1].out_features
+
 class Teacher(nn.Module):
     "A frozen classifier plus its preprocessing: call it on [0, 1] float crops of any size."
-    def __init__(self, net:nn.Module, *, image_size:int, mean, std, config:dict|None=None):
+    def __init__(self, net:nn.Module, *, image_size:int, mean, std, config:dict|None=None, num_classes:int|None=None):
         super().__init__()
         self.net, self.image_size, self.config = net.eval().requires_grad_(False), image_size, dict(config or {})
+        self.num_classes = num_classes or _num_outputs(net)   # outputs of the classifier
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
     def preprocess(self, x:torch.Tensor) -> torch.Tensor:
+        "Resize [0, 1] float images to the teacher's size (bilinear, antialiased) and normalise them."
         if x.shape[1] != self.mean.shape[1]:
-            raise ValueError(f"teacher expects {self.mean.shape[1]} channels, got {x.shape[1]}; use a teacher trained on this data")
+            raise ValueError(f"teacher expects {self.mean.shape[1]} channels, got {x.shape[1]}; use a teacher "
+                             "trained on this data")
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = nn.functional.interpolate(x, size=(self.image_size,) * 2, mode='bilinear', antialias=True, align_corners=False)
+            x = nn.functional.interpolate(x, size=(self.image_size,) * 2, mode='bilinear', antialias=True,
+                                          align_corners=False)
         return (x - self.mean) / self.std
     def forward(self, x:torch.Tensor) -> torch.Tensor: return self.net(self.preprocess(x))
     def features(self, x:torch.Tensor, batch_size:int=256) -> torch.Tensor:
@@ -199,6 +218,7 @@ class Teacher(nn.Module):
         return torch.cat(out) if out else torch.zeros(0)
     def train(self, mode:bool=True): return super().train(False)  # always frozen
 
+# %% ../nbs/07_evalnets.ipynb #6b07edf4
 def save_teacher(folder:str|Path, # destination folder (created)
                  net:nn.Module, # a network from `create_evalnet`
                  config:dict, # must hold net, num_classes, image_size, in_chans, mean, std
@@ -211,33 +231,60 @@ def save_teacher(folder:str|Path, # destination folder (created)
     save_json(folder / 'config.json', config)
     return folder
 
-def _load_timm_teacher(name:str, weights:str|Path|None, num_classes:int):
-    import timm
-    if name not in timm.list_models(): raise ValueError(f"{name!r} is neither a teacher folder, an embedded teacher "
-                                                       f"({sorted(EMBEDDED_TEACHERS)}) nor a timm model name")
-    if weights is None or not Path(weights).is_file():
-        raise FileNotFoundError(f"timm cannot download ImageNet weights offline; pass weights='path/to/{name}.safetensors' "
-                                "(e.g. model.safetensors of the Hugging Face repo timm/<model> copied to this machine)")
-    net = timm.create_model(name, pretrained=False, num_classes=num_classes)
-    sd = load_tensors(weights)[0] if str(weights).endswith('.safetensors') else torch.load(weights, map_location='cpu', weights_only=True)
-    net.load_state_dict(sd)
-    return net, net.pretrained_cfg.get('input_size', (3, 224, 224))[-1]
+# %% ../nbs/07_evalnets.ipynb #a7981bf8
+def hub_weights(name:str, # a timm model name, e.g. 'resnet18.tv_in1k'
+               ) -> Path:
+    "`model.safetensors` of timm's Hugging Face repo for `name`: from the Hugging Face cache, else downloaded."
+    import huggingface_hub
+    from timm.models import get_pretrained_cfg
+    repo = getattr(get_pretrained_cfg(name), 'hf_hub_id', None)
+    if not repo: raise FileNotFoundError(f"timm lists no Hugging Face weights for {name!r}; pass weights= (a local "
+                                         ".safetensors file of this model)")
+    try: return Path(huggingface_hub.hf_hub_download(repo, 'model.safetensors'))
+    except Exception as e:
+        first = (str(e).splitlines() or [''])[0][:200]
+        raise FileNotFoundError(f"cannot download {repo}/model.safetensors ({type(e).__name__}: {first}); where the "
+                                f"hub is unreachable, copy that file to this machine and pass weights='path/to/"
+                                f"{name}.safetensors'") from e
 
+# %% ../nbs/07_evalnets.ipynb #a02bc225
+def _load_timm_teacher(name:str, weights:str|Path|None, num_classes:int):
+    "A timm classifier with ImageNet weights (a local safetensors file, or the hub's) and its pretrained config."
+    import timm
+    if not timm.is_model(name): raise ValueError(f"{name!r} is neither a teacher folder, an embedded teacher "
+                                                 f"({sorted(EMBEDDED_TEACHERS)}) nor a timm model name")
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"teacher weights {weights} do not exist; pass weights='path/to/{name}.safetensors', "
+                                "or weights=None to download timm's from the Hugging Face hub")
+    if weights is not None and Path(weights).suffix != '.safetensors':
+        raise ValueError(f"{weights} is not a .safetensors file: pickled checkpoints are never loaded (they can run "
+                         "code); convert it once with safetensors.torch.save_file(torch.load(path), 'w.safetensors')")
+    path = Path(weights) if weights is not None else hub_weights(name)
+    net = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    net.load_state_dict(load_tensors(path)[0])
+    return net, net.pretrained_cfg, path
+
+# %% ../nbs/07_evalnets.ipynb #1768f601
 def load_teacher(name_or_path:str|Path, # teacher folder, embedded name ('mnist5k') or timm model name
-                 *, weights:str|Path|None=None, # for timm names: a local weights file (.safetensors or .pth)
-                 num_classes:int=1000, # for timm names: the classifier size of `weights`
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, # for timm names: the normalisation the weights expect
+                 *, weights:str|Path|None=None, # for timm names: a local .safetensors file (None: the hub's weights)
+                 num_classes:int=1000, # for timm names: the classifier size of the weights
+                 mean=None, std=None, # for timm names: the normalisation the weights expect (None: timm's config)
                  device:str|torch.device|None=None, # where to put it (default `pick_device()`)
                 ) -> Teacher:
-    "Load a frozen `Teacher`: an embedded one, a saved teacher folder, or a timm ImageNet model with local weights."
+    "Load a frozen `Teacher`: an embedded one, a saved teacher folder, or a timm ImageNet model."
     folder = ASSETS / EMBEDDED_TEACHERS[name_or_path] if name_or_path in EMBEDDED_TEACHERS else Path(name_or_path)
     if (folder / 'config.json').is_file():
         cfg = load_json(folder / 'config.json')
-        net = create_evalnet(cfg['net'], cfg['num_classes'], cfg['image_size'], in_chans=cfg['in_chans'], **cfg.get('net_kwargs', {}))
+        net = create_evalnet(cfg['net'], cfg['num_classes'], cfg['image_size'], in_chans=cfg['in_chans'],
+                             **cfg.get('net_kwargs', {}))
         net.load_state_dict(load_tensors(folder / 'model.safetensors')[0])
         teacher = Teacher(net, image_size=cfg['image_size'], mean=cfg['mean'], std=cfg['std'], config=cfg)
-    elif folder.exists(): raise FileNotFoundError(f"{folder} has no config.json; a teacher folder needs config.json and model.safetensors (see save_teacher)")
+    elif folder.exists():
+        raise FileNotFoundError(f"{folder} has no config.json; a teacher folder needs config.json and "
+                                "model.safetensors (see save_teacher)")
     else:
-        net, size = _load_timm_teacher(str(name_or_path), weights, num_classes)
-        teacher = Teacher(net, image_size=size, mean=mean, std=std, config={'net': str(name_or_path), 'weights': str(weights)})
+        net, pcfg, path = _load_timm_teacher(str(name_or_path), weights, num_classes)
+        teacher = Teacher(net, image_size=pcfg.get('input_size', (3, 224, 224))[-1],
+                          mean=mean or pcfg.get('mean', IMAGENET_MEAN), std=std or pcfg.get('std', IMAGENET_STD),
+                          config={'net': str(name_or_path), 'weights': str(path), 'num_classes': num_classes})
     return teacher.to(pick_device(device))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_evaluate.ipynb #9bb6263c
 from __future__ import annotations
-import contextlib, logging, math, time
+import contextlib, logging, math, os, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -13,37 +13,144 @@ import torch
 import torch.nn.functional as F
 from .core import (pick_device, check_int, check_float, check_bool, check_choice, check_list, check_seed,
                        check_labels, check_str)
-from .data import ImageSet, load_image_folder
+from PIL import Image
+from .data import ImageSet, load_image_folder, resize_center_crop
 from .evalnets import create_evalnet, Teacher, IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
-__all__ = ['IDC_EPOCHS', 'EVAL_PRESETS', 'RDED_BATCH', 'as_image_set', 'check_image_sets', 'prepare_test_set',
-           'cpu_single_thread', 'color_jitter', 'augment_batch', 'normalize_batch', 'shuffle_patches', 'CutMixBatch',
-           'cutmix', 'mixed_targets', 'check_eval_config', 'EvalConfig', 'get_eval_config', 'epochs_for',
-           'rded_batch_size', 'resolve_config', 'EvalResult', 'EvalSummary', 'summarize_results', 'eval_epochs',
-           'top1_accuracy', 'param_groups', 'make_optimizer', 'train_and_eval', 'evaluate', 'train_teacher']
+__all__ = ['STREAM_BYTES', 'IDC_EPOCHS', 'EVAL_PRESETS', 'RDED_BATCH', 'StreamedImageSet', 'image_shape', 'image_batches',
+           'as_image_set', 'check_image_sets', 'prepare_test_set', 'cpu_single_thread', 'color_jitter', 'augment_batch',
+           'normalize_batch', 'shuffle_patches', 'CutMixBatch', 'cutmix', 'mixed_targets', 'EvalConfig',
+           'get_eval_config', 'epochs_for', 'check_eval_config', 'rded_batch_size', 'resolve_config', 'EvalResult',
+           'EvalSummary', 'summarize_results', 'eval_epochs', 'top1_accuracy', 'param_groups', 'make_optimizer',
+           'train_and_eval', 'evaluate', 'train_teacher']
 
-# %% ../nbs/08_evaluate.ipynb #0a0d3cc0
-def as_image_set(data, # (images, labels) tensors, an ImageSet, or an ImageFolder path
+# %% ../nbs/08_evaluate.ipynb #97466d92
+STREAM_BYTES = 2 * 2**30   # decoded (uint8) folders larger than this are streamed from disk
+_GRAY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
+
+class _Decode:
+    "PIL decode of one file as uint8 `[C, H, W]` in a fixed mode (what `load_image_folder` does); picklable."
+    def __init__(self, mode:str): self.mode = mode
+    def __call__(self, path):
+        with Image.open(path) as im: arr = np.asarray(im.convert(self.mode))
+        return torch.from_numpy(arr.copy()).view(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1)
+
+class _ResizeCrop:
+    "Short side to `size` + centre square (`resize_center_crop`), then a centre crop to `crop`; picklable."
+    def __init__(self, size:int|None, crop:int|None): self.size, self.crop = size, crop
+    def __call__(self, img):
+        if self.size is not None: img = resize_center_crop(img, self.size)
+        if self.crop is not None and self.crop != img.shape[-1]:
+            o = int(round((img.shape[-1] - self.crop) / 2.0))   # torchvision's CenterCrop offset
+            img = img[..., o:o + self.crop, o:o + self.crop]
+        return img
+
+def _stack_batch(batch):
+    "DataLoader collate: the uint8 images of a batch as one tensor (a clear error for mixed sizes)."
+    shapes = {tuple(x.shape) for x, _ in batch}
+    if len(shapes) > 1: raise ValueError(f"a streamed batch holds images of sizes {sorted(shapes)[:3]}; pass "
+                                         "image_size= to resize them")
+    return torch.stack([x for x, _ in batch])
+
+# %% ../nbs/08_evaluate.ipynb #cc020366
+class StreamedImageSet:
+    "An ImageFolder decoded batch by batch in DataLoader workers: labels and class names in memory, images on disk."
+    def __init__(self, root:str|Path, # an ImageFolder: root/<class>/<image>
+                 image_size:int|None=None, # resize (short side) + centre-crop every image to this; None: native
+                 classes:list[str]|None=None, # read only these class folders, labelled in this order
+                 crop:int|None=None, # then centre-crop to this (the test transform's CenterCrop)
+                 num_workers:int|None=None, # decoding processes (None: min(8, CPU cores); 0: in this process)
+                ):
+        from torchvision.datasets import ImageFolder
+        root = Path(root)
+        if not root.is_dir(): raise FileNotFoundError(f"{root} is not a folder; pass an ImageFolder path "
+                                                      "(root/<class>/<image>) or (images, labels) tensors")
+        try: ds = ImageFolder(str(root))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{root}: {e}; every class folder needs at least one image") from e
+        names = list(classes) if classes is not None else list(ds.classes)
+        missing = [c for c in names if c not in ds.class_to_idx]
+        if missing: raise ValueError(f"{root} lacks class folders {missing[:5]}; point it at a folder with the "
+                                     "train set's classes")
+        keep = {ds.class_to_idx[c]: i for i, c in enumerate(names)}
+        ds.samples = ds.imgs = [(p, keep[y]) for p, y in ds.samples if y in keep]
+        ds.targets = [y for _, y in ds.samples]
+        with Image.open(ds.samples[0][0]) as im: mode = 'L' if im.mode in _GRAY_MODES else 'RGB'
+        ds.loader, ds.transform = _Decode(mode), _ResizeCrop(image_size, crop)
+        self.dataset, self.classes, self.root = ds, names, root
+        self.labels = torch.tensor(ds.targets, dtype=torch.int64)
+        self.image_shape = tuple(ds[0][0].shape)
+        self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    def __len__(self) -> int: return len(self.labels)
+    @property
+    def nbytes(self) -> int:
+        "The size of the whole set decoded as uint8 (what an in-memory `ImageSet` would take)."
+        return len(self) * math.prod(self.image_shape)
+    def check_sizes(self) -> None:
+        "Raise unless every file has the same size (needed when images are not resized)."
+        sizes = set()
+        for p, _ in self.dataset.samples:
+            with Image.open(p) as im: sizes.add(im.size)
+        if len(sizes) > 1: raise ValueError(f"{self.root} holds images of different sizes; pass image_size= to "
+                                            "resize them")
+    def batches(self, index_batches:list, # one index tensor (or list) per batch, in the order wanted
+                device:str|torch.device='cpu', # where the batches go (CUDA: pinned host memory)
+               ):
+        "uint8 batches `[B, C, H, W]` of the given indices, decoded ahead by the workers."
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=[[int(i) for i in b] for b in index_batches], num_workers=self.num_workers,
+            collate_fn=_stack_batch, pin_memory=torch.device(device).type == 'cuda')
+        for x in loader: yield x.to(device, non_blocking=True)
+
+# %% ../nbs/08_evaluate.ipynb #85af4fb4
+def image_shape(data) -> tuple:
+    "`(C, H, W)` of the images of an `ImageSet` or a `StreamedImageSet`."
+    return tuple(data.image_shape) if isinstance(data, StreamedImageSet) else tuple(data.images.shape[1:])
+
+def image_batches(data, # an `ImageSet` (images on any device) or a `StreamedImageSet`
+                  index_batches:list, # one index tensor per batch
+                  device:str|torch.device='cpu', # where the batches go
+                 ):
+    "uint8 batches of `data` on `device`, one per index tensor: gathered from memory, or decoded by workers."
+    if isinstance(data, StreamedImageSet): yield from data.batches(index_batches, device)
+    else:
+        for idx in index_batches: yield data.images[idx.to(data.images.device)].to(device)
+
+# %% ../nbs/08_evaluate.ipynb #2af0a6d6
+def as_image_set(data, # (images, labels) tensors, an ImageSet, a StreamedImageSet, or an ImageFolder path
                  *, name:str='train', # used in error messages
                  image_size:int|None=None, # for folders: resize + centre-crop to this
                  classes:list[str]|None=None, # for folders: the class names to read, in label order
+                 stream:bool|None=False, # for folders: stream from disk (None: if larger than STREAM_BYTES)
+                 num_workers:int|None=None, # for streamed folders: decoding processes
                 ) -> ImageSet:
-    "Normalise the accepted inputs to an `ImageSet` with uint8 images."
-    if isinstance(data, ImageSet): return data
-    if isinstance(data, (str, Path)): return load_image_folder(data, image_size, classes)
+    "Normalise the accepted inputs to an `ImageSet` with uint8 images (or a `StreamedImageSet` for big folders)."
+    if isinstance(data, (ImageSet, StreamedImageSet)): return data
+    if isinstance(data, (str, Path)):
+        if stream is False: return load_image_folder(data, image_size, classes)
+        s = StreamedImageSet(data, image_size, classes, num_workers=num_workers)
+        if not (stream or s.nbytes > STREAM_BYTES): return load_image_folder(data, image_size, classes)
+        if image_size is None: s.check_sizes()
+        return s
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(f"{name} must be (images, labels) tensors or an ImageFolder path, got {type(data).__name__}")
     try: x, y = torch.as_tensor(data[0]), torch.as_tensor(data[1])
     except (TypeError, ValueError, RuntimeError) as e:
         raise TypeError(f"{name} must be (images, labels) tensors or an ImageFolder path; its parts are not tensors "
                         f"({e})") from None
-    if x.ndim != 4: raise ValueError(f"{name} images must be [N, C, H, W], got shape {tuple(x.shape)}; add the channel axis with images[:, None]")
-    if y.shape != (len(x),): raise ValueError(f"{name} labels must be a 1-D tensor of {len(x)} class indices, got shape {tuple(y.shape)}")
-    if y.dtype.is_floating_point or y.dtype == torch.bool: raise ValueError(f"{name} labels must be integer class indices, got {y.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} images must be [N, C, H, W], got shape {tuple(x.shape)}; "
+                         "add the channel axis with images[:, None]")
+    if y.shape != (len(x),):
+        raise ValueError(f"{name} labels must be a 1-D tensor of {len(x)} class indices, got shape {tuple(y.shape)}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise ValueError(f"{name} labels must be integer class indices, got {y.dtype}")
     if x.is_floating_point():
         if not torch.isfinite(x).all(): raise ValueError(f"{name} images hold NaN or infinite values; pass finite ones")
-        if len(x) and (x.min() < 0 or x.max() > 1): raise ValueError(f"float {name} images must lie in [0, 1]; got [{x.min():.3g}, {x.max():.3g}]; pass uint8 or rescale")
+        if len(x) and (x.min() < 0 or x.max() > 1):
+            raise ValueError(f"float {name} images must lie in [0, 1]; got [{x.min():.3g}, {x.max():.3g}]; "
+                             "pass uint8 or rescale")
         x = (x * 255).round().to(torch.uint8)
     elif x.dtype != torch.uint8: raise ValueError(f"{name} images must be uint8 or float in [0, 1], got {x.dtype}")
     return ImageSet(x, y.long())
@@ -54,34 +161,51 @@ def check_image_sets(train:ImageSet, test:ImageSet, num_classes:int, image_size:
         if len(s.labels) == 0: raise ValueError(f"the {name} set is empty")
         lo, hi = int(s.labels.min()), int(s.labels.max())
         if lo < 0 or hi >= num_classes:
-            raise ValueError(f"{name} labels must lie in [0, {num_classes - 1}] but span [{lo}, {hi}]; relabel them or pass num_classes=")
+            raise ValueError(f"{name} labels must lie in [0, {num_classes - 1}] but span [{lo}, {hi}]; "
+                             "relabel them or pass num_classes=")
     counts = torch.bincount(train.labels, minlength=num_classes)
     empty = torch.nonzero(counts == 0).flatten().tolist()
-    if empty: raise ValueError(f"train classes {empty[:10]} have no images; every class needs at least one (or drop the class and relabel)")
-    if train.images.shape[1] != test.images.shape[1]:
-        raise ValueError(f"train images have {train.images.shape[1]} channels but test images {test.images.shape[1]}; convert one of them")
-    if tuple(test.images.shape[-2:]) != (image_size, image_size):
-        raise ValueError(f"test images are {tuple(test.images.shape[-2:])} but the protocol trains at {image_size} px; "
-                         f"resize them to {image_size}×{image_size} or pass image_size={test.images.shape[-1]}")
-    if min(train.images.shape[-2:]) < 8: raise ValueError(f"train images of {tuple(train.images.shape[-2:])} px are too small")
+    if empty:
+        raise ValueError(f"train classes {empty[:10]} have no images; every class needs at least one "
+                         "(or drop the class and relabel)")
+    tr, te = image_shape(train), image_shape(test)
+    if tr[0] != te[0]:
+        raise ValueError(f"train images have {tr[0]} channels but test images {te[0]}; convert one of them")
+    if te[-2:] != (image_size, image_size):
+        raise ValueError(f"test images are {te[-2:]} but the protocol trains at {image_size} px; "
+                         f"resize them to {image_size}×{image_size} or pass image_size={te[-1]}")
+    if min(tr[-2:]) < 8: raise ValueError(f"train images of {tr[-2:]} px are too small")
 
-# %% ../nbs/08_evaluate.ipynb #cc7fbb81
+# %% ../nbs/08_evaluate.ipynb #090f59e7
 def prepare_test_set(data, # (images, labels) tensors, an ImageSet, or an ImageFolder path (the real test split)
                      *, image_size:int, # the protocol's crop size
                      test_resize:int|None=None, # resize the short side to this first (None: image_size, IDC)
                      classes:list[str]|None=None, # for folders: the class names to read, in label order
+                     stream:bool|None=None, # for folders: stream from disk (None: if larger than STREAM_BYTES)
+                     num_workers:int|None=None, # for streamed folders: decoding processes
                     ) -> ImageSet:
     "The test split after `Resize(test_resize) → CenterCrop(image_size)`; images already at `image_size` are kept."
     resize = test_resize or image_size
     if resize < image_size:
         raise ValueError(f"test_resize={resize} is smaller than the crop {image_size}; pass test_resize >= image_size")
+    if isinstance(data, StreamedImageSet):
+        if data.image_shape[-1] != image_size:
+            raise ValueError(f"the streamed test set is at {data.image_shape[-1]} px, not the protocol's "
+                             f"{image_size}; pass its folder instead")
+        return data
+    folder = isinstance(data, (str, Path))
+    if folder and stream is not False:
+        st = StreamedImageSet(data, resize, classes, crop=image_size, num_workers=num_workers)
+        st.transform = f"resize {resize}, centre crop {image_size}"
+        if stream or st.nbytes > STREAM_BYTES: return st
     s = as_image_set(data, name='test', image_size=resize, classes=classes)
     if resize != image_size and tuple(s.images.shape[-2:]) == (resize, resize):
         o = int(round((resize - image_size) / 2.0))  # torchvision's CenterCrop offset
         s = ImageSet(s.images[..., o:o + image_size, o:o + image_size], s.labels, s.classes)
+    if folder: s.transform = f"resize {resize}, centre crop {image_size}"   # read from files: recorded by evaluate
     return s
 
-# %% ../nbs/08_evaluate.ipynb #b5e91b01
+# %% ../nbs/08_evaluate.ipynb #55298ed7
 _EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 _EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 _GRAY = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 luma, as IDC's Grayscale and torchvision's rgb_to_grayscale
@@ -92,8 +216,10 @@ def _uniform(n, lo, hi, g): return lo + (hi - lo) * torch.rand(n, generator=g)
 def cpu_single_thread(device:str|torch.device):
     "Run the block with one torch thread when `device` is the CPU (tiny kernels); a no-op elsewhere."
     if torch.device(device).type != 'cpu':
-        yield; return
-    n = torch.get_num_threads(); torch.set_num_threads(1)
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     try: yield
     finally: torch.set_num_threads(n)
 
@@ -131,15 +257,17 @@ def augment_batch(images:torch.Tensor, # uint8 `[B, C, H, W]` on the training de
                   lighting:float=0.1, # PCA lighting noise α-std (0 = off; 3-channel only)
                   jitter_style:str='clamped', # 'idc' (random order per image, unclamped) or 'clamped' (fixed order)
                  ) -> torch.Tensor:
-    "Random-resized-crop, flip, colour jitter and lighting of a whole batch with per-sample parameters; float [0, 1] out."
+    "Random-resized-crop, flip, colour jitter and lighting of a batch with per-sample parameters; float [0, 1] out."
     if jitter_style not in ('idc', 'clamped'):
         raise ValueError(f"unknown jitter_style {jitter_style!r}; use 'idc' or 'clamped'")
-    B, C, H, W = images.shape; dev = images.device
+    B, C, H, W = images.shape
+    dev = images.device
     area = _uniform(B, *scale, generator)
     logr = _uniform(B, math.log(ratio[0]), math.log(ratio[1]), generator)
     cw = (area * H * W * logr.exp()).sqrt().div(W).clamp(max=1.0)
     ch = (area * H * W / logr.exp()).sqrt().div(H).clamp(max=1.0)
-    cx, cy = (1 - cw) * (2 * torch.rand(B, generator=generator) - 1), (1 - ch) * (2 * torch.rand(B, generator=generator) - 1)
+    cx = (1 - cw) * (2 * torch.rand(B, generator=generator) - 1)
+    cy = (1 - ch) * (2 * torch.rand(B, generator=generator) - 1)
     sign = torch.where(torch.rand(B, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(B)
     theta = torch.zeros(B, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = cw * sign, cx, ch, cy
@@ -159,14 +287,15 @@ def normalize_batch(x:torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
 
-# %% ../nbs/08_evaluate.ipynb #901e4b56
+# %% ../nbs/08_evaluate.ipynb #032620bd
 def shuffle_patches(images:torch.Tensor, # `[B, C, H, W]` (any dtype) on any device
                     factor:int, # patches per side (1 = off)
                     generator:torch.Generator, # CPU generator for the permutations
                    ) -> torch.Tensor:
     "RDED's ShufflePatches per image: a random column and a random row permutation of the `factor × factor` patches."
     if factor <= 1: return images
-    B, C, H, W = images.shape; th, tw = H // factor, W // factor
+    B, C, H, W = images.shape
+    th, tw = H // factor, W // factor
     if th == 0 or tw == 0:
         raise ValueError(f"images of {H}×{W} px cannot be cut into {factor}×{factor} patches; lower shuffle_patches")
     cols = torch.rand(B, factor, generator=generator).argsort(1).to(images.device)
@@ -207,55 +336,6 @@ def mixed_targets(labels:torch.Tensor, mix:CutMixBatch, num_classes:int) -> torc
     "Soft targets `ratio·onehot(y) + (1 - ratio)·onehot(y_partner)`."
     own = F.one_hot(labels, num_classes).float()
     return mix.ratio * own + (1 - mix.ratio) * own[mix.partner.to(labels.device)]
-
-# %% ../nbs/08_evaluate.ipynb #79357c7f
-_EVAL_RANGES = {   # field → (min, max) beyond its declared type; a None bound is open
-    'image_size': (8, 4096), 'test_resize': (8, 4096), 'batch_size': (1, None), 'test_batch_size': (1, None),
-    'large_batch_size': (1, None), 'epochs': (1, None), 'soft_epochs': (1, None), 'evals': (1, None),
-    'eval_every': (1, None), 'large_nclass': (1, None), 'shuffle_patches': (1, None), 'lr': (0, None),
-    'soft_lr': (0, None), 'large_lr': (0, None), 'momentum': (0, 1), 'weight_decay': (0, None),
-    'soft_weight_decay': (0, None), 'large_weight_decay': (0, None), 'gamma': (0, None), 'jitter': (0, 1),
-    'lighting': (0, None), 'cutmix_beta': (0, None), 'cutmix_prob': (0, 1), 'eval_after': (0, 1),
-    'temperature': (1e-6, None), 'cosine_period': (1e-6, None)}
-_EVAL_CHOICES = {'labels': (None, 'hard', 'soft'), 'jitter_style': ('idc', 'clamped'), 'batch_rule': ('fixed', 'rded')}
-
-def _check_floats(name, v, n=None, lo=None, hi=None):
-    hint = f"pass a valid {name}= (see EvalConfig)"
-    t = check_list(name, v, item=lambda k, x: check_float(k, x, min=lo, max=hi, hint=hint), hint=hint)
-    if n is not None and len(t) != n: raise ValueError(f"{name} must hold {n} numbers, got {len(t)}; {hint}")
-    return t
-
-def _check_epoch_table(name, rows):
-    for i, r in enumerate(check_list(name, rows)):
-        if not isinstance(r, (list, tuple)) or len(r) != 3:
-            raise TypeError(f"{name}[{i}] must be (max IPC or None, epochs, epochs for 100 classes), got {r!r}")
-        if r[0] is not None: check_int(f"{name}[{i}][0]", r[0], min=1)
-        check_int(f"{name}[{i}][1]", r[1], min=1)
-        check_int(f"{name}[{i}][2]", r[2], min=1)
-    if rows[-1][0] is not None: raise ValueError(f"{name}'s last row must have max IPC None (it covers every IPC)")
-
-def check_eval_config(cfg:EvalConfig) -> EvalConfig:
-    "`cfg` if every field has its declared type and range; else mgd3's own TypeError/ValueError naming the field."
-    for name, f in cfg.__dataclass_fields__.items():
-        v, kinds = getattr(cfg, name), set(str(f.type).replace(' ', '').split('|'))
-        if v is None and 'None' in kinds: continue
-        lo, hi = _EVAL_RANGES.get(name, (None, None))
-        hint = f"pass a valid {name}= (see EvalConfig)"
-        if name in _EVAL_CHOICES: check_choice(name, v, _EVAL_CHOICES[name])
-        elif name == 'epoch_table': _check_epoch_table(name, v)
-        elif name == 'scale':
-            a, b = _check_floats(name, v, 2, 1e-6, 1)
-            if a > b: raise ValueError(f"scale={tuple(v)} must be (smaller, larger) area fractions in (0, 1]")
-        elif name == 'milestones': _check_floats(name, v, None, 0, 1)
-        elif name in ('mean', 'std'): _check_floats(name, v, None, 1e-6 if name == 'std' else None)
-        elif 'bool' in kinds: check_bool(name, v)
-        elif 'int' in kinds: check_int(name, v, min=lo, max=hi, hint=hint)
-        elif 'float' in kinds: check_float(name, v, min=lo, max=hi, hint=hint)
-        elif 'str' in kinds: check_str(name, v, hint=hint)
-        elif 'tuple' in kinds: check_list(name, v, hint=hint)
-    if cfg.mean is not None and cfg.std is not None and len(cfg.mean) != len(cfg.std):
-        raise ValueError(f"mean has {len(cfg.mean)} channels but std {len(cfg.std)}; pass one of each per channel")
-    return cfg
 
 # %% ../nbs/08_evaluate.ipynb #658f90ea
 # (max IPC, epochs, epochs for exactly 100 classes): IDC's `ipc_epoch` in argument.py (factor 1)
@@ -344,6 +424,55 @@ def epochs_for(ipc:int, num_classes:int, table:tuple=IDC_EPOCHS) -> int:
     for max_ipc, epochs, epochs100 in table:
         if max_ipc is None or ipc <= max_ipc: return epochs100 if num_classes == 100 else epochs
 
+# %% ../nbs/08_evaluate.ipynb #79357c7f
+_EVAL_RANGES = {   # field → (min, max) beyond its declared type; a None bound is open
+    'image_size': (8, 4096), 'test_resize': (8, 4096), 'batch_size': (1, None), 'test_batch_size': (1, None),
+    'large_batch_size': (1, None), 'epochs': (1, None), 'soft_epochs': (1, None), 'evals': (1, None),
+    'eval_every': (1, None), 'large_nclass': (1, None), 'shuffle_patches': (1, None), 'lr': (0, None),
+    'soft_lr': (0, None), 'large_lr': (0, None), 'momentum': (0, 1), 'weight_decay': (0, None),
+    'soft_weight_decay': (0, None), 'large_weight_decay': (0, None), 'gamma': (0, None), 'jitter': (0, 1),
+    'lighting': (0, None), 'cutmix_beta': (0, None), 'cutmix_prob': (0, 1), 'eval_after': (0, 1),
+    'temperature': (1e-6, None), 'cosine_period': (1e-6, None)}
+_EVAL_CHOICES = {'labels': (None, 'hard', 'soft'), 'jitter_style': ('idc', 'clamped'), 'batch_rule': ('fixed', 'rded')}
+
+def _check_floats(name, v, n=None, lo=None, hi=None):
+    hint = f"pass a valid {name}= (see EvalConfig)"
+    t = check_list(name, v, item=lambda k, x: check_float(k, x, min=lo, max=hi, hint=hint), hint=hint)
+    if n is not None and len(t) != n: raise ValueError(f"{name} must hold {n} numbers, got {len(t)}; {hint}")
+    return t
+
+def _check_epoch_table(name, rows):
+    for i, r in enumerate(check_list(name, rows)):
+        if not isinstance(r, (list, tuple)) or len(r) != 3:
+            raise TypeError(f"{name}[{i}] must be (max IPC or None, epochs, epochs for 100 classes), got {r!r}")
+        if r[0] is not None: check_int(f"{name}[{i}][0]", r[0], min=1)
+        check_int(f"{name}[{i}][1]", r[1], min=1)
+        check_int(f"{name}[{i}][2]", r[2], min=1)
+    if rows[-1][0] is not None: raise ValueError(f"{name}'s last row must have max IPC None (it covers every IPC)")
+
+def check_eval_config(cfg:EvalConfig) -> EvalConfig:
+    "`cfg` if every field has its declared type and range; else mgd3's own TypeError/ValueError naming the field."
+    for name, f in cfg.__dataclass_fields__.items():
+        v, kinds = getattr(cfg, name), set(str(f.type).replace(' ', '').split('|'))
+        if v is None and 'None' in kinds: continue
+        lo, hi = _EVAL_RANGES.get(name, (None, None))
+        hint = f"pass a valid {name}= (see EvalConfig)"
+        if name in _EVAL_CHOICES: check_choice(name, v, _EVAL_CHOICES[name])
+        elif name == 'epoch_table': _check_epoch_table(name, v)
+        elif name == 'scale':
+            a, b = _check_floats(name, v, 2, 1e-6, 1)
+            if a > b: raise ValueError(f"scale={tuple(v)} must be (smaller, larger) area fractions in (0, 1]")
+        elif name == 'milestones': _check_floats(name, v, None, 0, 1)
+        elif name in ('mean', 'std'): _check_floats(name, v, None, 1e-6 if name == 'std' else None)
+        elif 'bool' in kinds: check_bool(name, v)
+        elif 'int' in kinds: check_int(name, v, min=lo, max=hi, hint=hint)
+        elif 'float' in kinds: check_float(name, v, min=lo, max=hi, hint=hint)
+        elif 'str' in kinds: check_str(name, v, hint=hint)
+        elif 'tuple' in kinds: check_list(name, v, hint=hint)
+    if cfg.mean is not None and cfg.std is not None and len(cfg.mean) != len(cfg.std):
+        raise ValueError(f"mean has {len(cfg.mean)} channels but std {len(cfg.std)}; pass one of each per channel")
+    return cfg
+
 # %% ../nbs/08_evaluate.ipynb #6bc2ad53
 RDED_BATCH = ((1, 10), (10, 50), (50, 100))  # (IPC, batch size) in RDED's argument.py, ×2 for 100 or 1000 classes
 
@@ -366,7 +495,7 @@ def resolve_config(cfg:EvalConfig, *, protocol:str, num_classes:int, ipc:int, ex
     elif cfg.batch_rule != 'fixed': raise ValueError(f"unknown batch_rule {cfg.batch_rule!r}; use 'fixed' or 'rded'")
     return replace(cfg, **ch)
 
-# %% ../nbs/08_evaluate.ipynb #12926742
+# %% ../nbs/08_evaluate.ipynb #9cd0bafb
 @dataclass
 class EvalResult:
     "One training run: best and final test top-1 (%), the (epoch, acc) history and the settings used."
@@ -390,7 +519,8 @@ def summarize_results(results:list[EvalResult], metric:str='best_acc') -> EvalSu
     "Mean ± std of `metric` over `results`, labelled as generation seeds and/or training seeds."
     if not results: raise ValueError("no results to summarise")
     vals = np.array([getattr(r, metric) for r in results], dtype=float)
-    gens = {r.config.get('generation_seed') for r in results}; trains = {r.config.get('seed') for r in results}
+    gens = {r.config.get('generation_seed') for r in results}
+    trains = {r.config.get('seed') for r in results}
     over = {(True, True): 'generation × training seeds', (True, False): 'generation seeds',
             (False, True): 'training seeds', (False, False): 'repeats'}[(len(gens) > 1, len(trains) > 1)]
     return EvalSummary(float(vals.mean()), float(vals.std()), len(vals), over, metric)
@@ -403,14 +533,16 @@ def eval_epochs(cfg:EvalConfig, epochs:int) -> list[int]:
            and (cfg.eval_after is None or e - 1 > cfg.eval_after * epochs)]
     return due if due and due[-1] == epochs else due + [epochs]
 
-# %% ../nbs/08_evaluate.ipynb #2408f15e
+# %% ../nbs/08_evaluate.ipynb #6a6e6fb3
 @torch.no_grad()
 def top1_accuracy(net, test:ImageSet, cfg:EvalConfig, mean, std, device) -> float:
-    "Top-1 accuracy (%) of `net` on `test` (images already at the protocol size)."
-    net.eval(); correct = 0
-    for i in range(0, len(test.labels), cfg.test_batch_size):
-        xb = normalize_batch(test.images[i:i + cfg.test_batch_size].to(device).float() / 255, mean, std)
-        correct += (net(xb).argmax(1).cpu() == test.labels[i:i + cfg.test_batch_size]).sum().item()
+    "Top-1 accuracy (%) of `net` on `test` (an `ImageSet` or a `StreamedImageSet` at the protocol size)."
+    net.eval()
+    correct = 0
+    order = torch.arange(len(test.labels)).split(cfg.test_batch_size)
+    for idx, xb in zip(order, image_batches(test, order, device)):
+        xb = normalize_batch(xb.float() / 255, mean, std)
+        correct += (net(xb).argmax(1).cpu() == test.labels[idx]).sum().item()
     net.train()
     return 100.0 * correct / len(test.labels)
 
@@ -435,17 +567,19 @@ def make_optimizer(net:torch.nn.Module, cfg:EvalConfig, protocol:str, epochs:int
     return opt, torch.optim.lr_scheduler.LambdaLR(
         opt, lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs / period)) if e <= epochs else 0.0)
 
-# %% ../nbs/08_evaluate.ipynb #dffdfc5c
+# %% ../nbs/08_evaluate.ipynb #a2febd1b
 def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:EvalConfig, epochs:int, num_classes:int,
                    image_size:int, protocol:str='hard', teacher:Teacher|None=None, seed:int=0,
                    device:torch.device=torch.device('cpu'), log:Callable|None=None, keep_best:bool=False,
                    teacher_classes=None) -> EvalResult:
     "Train `net` on `train` with the protocol and test it at `eval_epochs` (`keep_best`: end with the best weights)."
-    C = train.images.shape[1]
+    C = image_shape(train)[0]
     mean, std = cfg.mean or (0.5,) * C, cfg.std or (0.5,) * C
-    if len(mean) != C: raise ValueError(f"the preset normalises {len(mean)} channels but the images have {C}; pass mean= and std=")
+    if len(mean) != C:
+        raise ValueError(f"the preset normalises {len(mean)} channels but the images have {C}; pass mean= and std=")
     g = torch.Generator().manual_seed(seed)
-    images, labels = train.images.to(device), train.labels.to(device)
+    if not isinstance(train, StreamedImageSet): train = ImageSet(train.images.to(device), train.labels, train.classes)
+    labels = train.labels.to(device)
     ipc = int(torch.bincount(train.labels).max())
     bs = cfg.batch_size if cfg.batch_rule == 'fixed' else rded_batch_size(ipc, num_classes)
     opt, sched = make_optimizer(net, cfg, protocol, epochs)
@@ -454,21 +588,23 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
     extra = cfg.extra_train_forward and any(getattr(m, 'track_running_stats', False) for m in net.modules())
     net.train()
     for epoch in range(epochs):
-        perm = torch.randperm(len(labels), generator=g).to(device)
-        for i in range(0, len(perm), bs):
-            idx = perm[i:i + bs]
+        order = torch.randperm(len(labels), generator=g).split(bs)
+        for idx, src in zip(order, image_batches(train, order, device)):
+            idx = idx.to(device)
             with cpu_single_thread(device):
-                src = shuffle_patches(images[idx], cfg.shuffle_patches, g)
+                src = shuffle_patches(src, cfg.shuffle_patches, g)
                 xb = augment_batch(src, image_size, g, scale=cfg.scale, flip=cfg.flip, jitter=cfg.jitter,
                                    lighting=cfg.lighting, jitter_style=cfg.jitter_style)
-                mix = cutmix(xb, g, cfg.cutmix_beta) if (cfg.cutmix_beta > 0 and torch.rand(1, generator=g).item() < cfg.cutmix_prob) else None
+                draw = cfg.cutmix_beta > 0 and torch.rand(1, generator=g).item() < cfg.cutmix_prob
+                mix = cutmix(xb, g, cfg.cutmix_beta) if draw else None
                 if mix is not None: xb = mix.images
                 xn = normalize_batch(xb, mean, std)
             if extra:
                 with torch.no_grad(): net(xn)
             out = net(xn)
             if protocol == 'hard':
-                target = mixed_targets(labels[idx], mix, num_classes) if mix is not None else F.one_hot(labels[idx], num_classes).float()
+                target = (mixed_targets(labels[idx], mix, num_classes) if mix is not None
+                          else F.one_hot(labels[idx], num_classes).float())
                 loss = torch.sum(-target * F.log_softmax(out, 1), 1).mean()
             else:
                 with torch.no_grad():
@@ -480,7 +616,9 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
                                          "order) or a teacher of these classes")
                     soft = F.softmax(t / cfg.temperature, 1)
                 loss = F.kl_div(F.log_softmax(out / cfg.temperature, 1), soft, reduction='batchmean')
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         sched.step()
         if epoch + 1 in due:
             history.append((epoch + 1, top1_accuracy(net, test, cfg, mean, std, device)))
@@ -492,7 +630,8 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
     return EvalResult(max(accs), accs[-1], history, {}, time.perf_counter() - t0)
 
 # %% ../nbs/08_evaluate.ipynb #76a6c1d6
-def _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_classes, generation_seed, log):
+def _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_classes, generation_seed, log,
+                         stream=None, num_workers=None):
     "Check `evaluate`'s scalar arguments (mgd3's own TypeError/ValueError naming each)."
     check_choice('protocol', protocol, ('hard', 'soft'), hint="'hard' (IDC) or 'soft' (RDED, needs teacher=)")
     if epochs is not None: check_int('epochs', epochs, min=1, hint="pass epochs >= 1, or None (the preset's)")
@@ -502,6 +641,9 @@ def _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_c
         check_int('num_classes', num_classes, min=1, hint='pass the class count, or None (counted from the labels)')
     if log is not None and not callable(log):
         raise TypeError(f"log must be a function, got {log!r}; pass e.g. print, or None")
+    if stream is not None: check_bool('stream', stream, hint='pass True, False, or None (stream large folders)')
+    if num_workers is not None:
+        check_int('num_workers', num_workers, min=0, hint='pass 0 (no worker processes), a count, or None')
     if protocol == 'hard':
         for name, v in (('teacher', teacher), ('teacher_classes', teacher_classes)):
             if v is not None: raise ValueError(f"{name}= is used only by the soft-label protocol; drop it, or pass "
@@ -513,9 +655,11 @@ def _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_c
 
 # %% ../nbs/08_evaluate.ipynb #5c28d9e1
 def _test_transform_note(test, image_size:int, test_resize:int|None) -> str:
+    "How the test images were cropped, for the record (a set from `prepare_test_set` carries its own)."
+    if getattr(test, 'transform', None): return test.transform
     r = test_resize or image_size
     if isinstance(test, (str, Path)): return f"resize {r}, centre crop {image_size}"
-    if r != image_size and tuple(test.images.shape[-2:]) == (r, r):
+    if r != image_size and image_shape(test)[-2:] == (r, r):
         return f"centre crop {image_size} of the given {r} px"
     return f"as given ({image_size} px)"
 
@@ -532,18 +676,22 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
              generation_seed:int|None=None, # the seed that generated `train` (recorded for summaries)
              device:str|torch.device|None=None, # default `pick_device()`
              log:Callable|None=None, # e.g. `print`, called after each test evaluation
+             stream:bool|None=None, # folders: stream from disk (None: when larger than STREAM_BYTES)
+             num_workers:int|None=None, # streamed folders: decoding processes (None: min(8, CPU cores))
              **overrides, # EvalConfig fields, e.g. lr=0.05
             ) -> EvalResult:
     "Train `net` on `train` with the hard- or soft-label protocol and test on `test`; best and final accuracy."
-    _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_classes, generation_seed, log)
+    _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_classes, generation_seed, log, stream,
+                         num_workers)
     explicit_classes = num_classes
     cfg = get_eval_config(preset, protocol=protocol, **overrides)
     device = pick_device(device)
-    train = as_image_set(train, name='train')
-    image_size = cfg.image_size or train.images.shape[-1]
+    train = as_image_set(train, name='train', stream=stream, num_workers=num_workers)
+    image_size = cfg.image_size or image_shape(train)[-1]
     if not isinstance(test, (str, Path)): test = as_image_set(test, name='test')
     note = _test_transform_note(test, image_size, cfg.test_resize)
-    test = prepare_test_set(test, image_size=image_size, test_resize=cfg.test_resize, classes=train.classes)
+    test = prepare_test_set(test, image_size=image_size, test_resize=cfg.test_resize, classes=train.classes,
+                            stream=stream, num_workers=num_workers)
     if num_classes is None:
         num_classes = len(train.classes) if train.classes else int(max(train.labels.max(), test.labels.max())) + 1
     if num_classes > len(train.labels):   # before any per-class tensor is made: every class needs a train image
@@ -555,39 +703,45 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
     check_image_sets(train, test, num_classes, image_size)
     ipc = int(torch.bincount(train.labels, minlength=num_classes).max())
     cfg = resolve_config(cfg, protocol=protocol, num_classes=num_classes, ipc=ipc, explicit=overrides)
-    epochs = epochs or (cfg.soft_epochs if protocol == 'soft' else cfg.epochs) or epochs_for(ipc, num_classes, cfg.epoch_table)
+    epochs = (epochs or (cfg.soft_epochs if protocol == 'soft' else cfg.epochs)
+              or epochs_for(ipc, num_classes, cfg.epoch_table))
     if protocol == 'soft':
-        if teacher is None: raise ValueError("the soft-label protocol needs teacher= (a Teacher, a teacher folder, or 'mnist5k')")
+        if teacher is None:
+            raise ValueError("the soft-label protocol needs teacher= (a Teacher, a teacher folder, or 'mnist5k')")
         if not isinstance(teacher, Teacher):
             from mgd3.evalnets import load_teacher
             teacher = load_teacher(teacher, device=device)
         teacher = teacher.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = create_evalnet(net, num_classes, image_size, in_chans=train.images.shape[1]).to(device)
+        model = create_evalnet(net, num_classes, image_size, in_chans=image_shape(train)[0]).to(device)
     res = train_and_eval(model, train, test, cfg=cfg, epochs=epochs, num_classes=num_classes, image_size=image_size,
                          protocol=protocol, teacher=teacher, seed=seed, device=device, log=log,
                          teacher_classes=teacher_classes)
     res.config = dict(asdict(cfg), net=net, protocol=protocol, preset=preset, epochs=epochs, ipc=ipc, seed=seed,
-                      num_classes=num_classes, image_size=image_size, generation_seed=generation_seed, device=str(device),
+                      num_classes=num_classes, image_size=image_size, generation_seed=generation_seed,
+                      device=str(device),
                       teacher=None if teacher is None else teacher.config.get('name', teacher.config.get('net')),
                       teacher_classes=None if teacher_classes is None else [int(c) for c in teacher_classes],
-                      test_transform=note, num_train=len(train.labels), num_test=len(test.labels))
+                      test_transform=note, num_train=len(train.labels), num_test=len(test.labels),
+                      streamed=[isinstance(s, StreamedImageSet) for s in (train, test)])
     logging.getLogger('mgd3.evaluate').info("%s on %d images (%s labels, %d epochs, seed %d): best %.2f %%, final "
                                             "%.2f %% in %.1f s", net, len(train.labels), protocol, epochs, seed,
                                             res.best_acc, res.final_acc, res.seconds)
     return res
 
-# %% ../nbs/08_evaluate.ipynb #f11d4ae4
+# %% ../nbs/08_evaluate.ipynb #96c0661a
 def train_teacher(train, # (images, labels): the real train images the teacher learns from
                   holdout, # (images, labels): held out of the train split, for picking the epoch
                   *, net:str='convnet3', net_kwargs:dict|None=None, # network name and constructor keywords (e.g. width)
                   preset:str='mnist5k', epochs:int=24, seed:int=0,
                   device:str|torch.device|None=None, log:Callable|None=None, **overrides) -> tuple[Teacher, EvalResult]:
     "Train a teacher with the hard-label protocol, keeping the best epoch on `holdout`; returns (Teacher, EvalResult)."
-    cfg = get_eval_config(preset, **overrides); device = pick_device(device)
+    cfg = get_eval_config(preset, **overrides)
+    device = pick_device(device)
     train, holdout = as_image_set(train, name='train'), as_image_set(holdout, name='holdout')
-    size = cfg.image_size or train.images.shape[-1]; C = train.images.shape[1]
+    size = cfg.image_size or train.images.shape[-1]
+    C = train.images.shape[1]
     num_classes = int(train.labels.max()) + 1
     check_image_sets(train, holdout, num_classes, size)
     with torch.random.fork_rng(devices=[]):
@@ -596,7 +750,8 @@ def train_teacher(train, # (images, labels): the real train images the teacher l
     res = train_and_eval(model, train, holdout, cfg=cfg, epochs=epochs, num_classes=num_classes, image_size=size,
                          seed=seed, device=device, log=log, keep_best=True)
     mean, std = list(cfg.mean or (0.5,) * C), list(cfg.std or (0.5,) * C)
-    res.config = dict(net=net, net_kwargs=dict(net_kwargs or {}), num_classes=num_classes, image_size=size, in_chans=C, mean=mean, std=std, seed=seed,
+    res.config = dict(net=net, net_kwargs=dict(net_kwargs or {}), num_classes=num_classes, image_size=size, in_chans=C,
+                      mean=mean, std=std, seed=seed,
                       epochs=epochs, preset=preset, holdout_best_acc=res.best_acc, num_train=len(train.labels),
                       num_holdout=len(holdout.labels))
     return Teacher(model, image_size=size, mean=mean, std=std, config=res.config), res

@@ -33,7 +33,7 @@ def sq_distances(x:torch.Tensor, # [B, n, d] points (float32)
     d = torch.baddbmm(x_sq[..., None], x, c.transpose(1, 2), alpha=-2)
     return d.add_(c.pow(2).sum(-1)[:, None, :]).clamp_min_(0)
 
-# %% ../nbs/03a_kmeans.ipynb #km0009
+# %% ../nbs/03a_kmeans.ipynb #5b26c0d1
 def kmeans_plusplus(x:torch.Tensor, # [B, n, d] centred points, padded (float32)
                     mask:torch.Tensor, # [B, n] True for real points, False for padding
                     k:int, # centres per class
@@ -42,7 +42,8 @@ def kmeans_plusplus(x:torch.Tensor, # [B, n, d] centred points, padded (float32)
                     x_sq:torch.Tensor|None=None, # [B, n] ‖x‖², when already known
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     "Greedy k-means++ seeding of every class in a padded batch: centres `[B, k, d]` and their row indices `[B, k]`."
-    B, n, d = x.shape; dev = x.device
+    B, n, d = x.shape
+    dev = x.device
     L = n_local_trials or 2 + int(math.log(k))
     if x_sq is None: x_sq = x.pow(2).sum(-1)
     w, nb = mask.to(x.dtype), mask.sum(1)
@@ -62,7 +63,7 @@ def kmeans_plusplus(x:torch.Tensor, # [B, n, d] centred points, padded (float32)
         idx[:, c] = cand[rows, best]
     return x[rows[:, None], idx], idx
 
-# %% ../nbs/03a_kmeans.ipynb #km0012
+# %% ../nbs/03a_kmeans.ipynb #06b9800f
 def _counts(labels, k): return (labels[..., None] == torch.arange(k, device=labels.device)).sum(1)   # [B, k]
 
 def _refill_empty(labels, min_dist, mask, counts):
@@ -92,7 +93,8 @@ def lloyd(x:torch.Tensor, # [B, n, d] centred points, padded (float32)
           x_sq:torch.Tensor|None=None, # [B, n] ‖x‖², when already known
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     "Lloyd with scikit-learn's stopping rule: centres `[B, k, d]`, labels and squared distances `[B, n]`, iterations."
-    B, n, d = x.shape; k, dev = centres.shape[1], x.device
+    B, n, d = x.shape
+    k, dev = centres.shape[1], x.device
     if x_sq is None: x_sq = x.pow(2).sum(-1)
     tol = torch.as_tensor(tol, dtype=torch.float64, device=dev).expand(B)
     labels_old, dist_old = torch.full((B, n), -1, dtype=torch.long, device=dev), x.new_zeros(B, n)
@@ -126,7 +128,7 @@ def lloyd(x:torch.Tensor, # [B, n, d] centred points, padded (float32)
     dist = torch.where(fresh[:, None], D.gather(2, labels.clamp_max(k - 1)[..., None])[..., 0], dist_old)
     return centres, labels, dist, n_iter
 
-# %% ../nbs/03a_kmeans.ipynb #km0015
+# %% ../nbs/03a_kmeans.ipynb #32f840e5
 class KMeansResult(NamedTuple):
     "One class's clustering."
     centroids: torch.Tensor # [k, d] float32 cluster centres
@@ -170,11 +172,17 @@ def kmeans_batched(xs:Sequence[torch.Tensor|np.ndarray], # one [n_c, d] point se
     with full_fp32(dev):
         for s in range(0, len(order), step):
             group = order[s:s + step]
-            ns = [len(xs[i]) for i in group]; B, n = len(group), max(ns)
-            X = torch.empty(B, n, d, device=dev); mask = torch.zeros(B, n, dtype=torch.bool, device=dev); means = []
+            ns = [len(xs[i]) for i in group]
+            B, n = len(group), max(ns)
+            X = torch.empty(B, n, d, device=dev)
+            mask = torch.zeros(B, n, dtype=torch.bool, device=dev)
+            means = []
             for j, i in enumerate(group):
-                xi = xs[i].to(dev, torch.float32); means.append(xi.mean(0))
-                torch.sub(xi, means[-1], out=X[j, :ns[j]]); X[j, ns[j]:] = 0; mask[j, :ns[j]] = True
+                xi = xs[i].to(dev, torch.float32)
+                means.append(xi.mean(0))
+                torch.sub(xi, means[-1], out=X[j, :ns[j]])
+                X[j, ns[j]:] = 0
+                mask[j, :ns[j]] = True
             x_sq = torch.linalg.vector_norm(X, dim=-1).square_()
             bad = (~torch.isfinite(x_sq).all(1)).nonzero().flatten().tolist()
             if bad: raise ValueError(f"class {group[bad[0]]} has NaN, infinite or overflowing (> 1e19) values; "

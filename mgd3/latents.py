@@ -13,15 +13,15 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 import numpy as np
 from .core import (save_tensors, load_tensors, save_json, load_json, item_generator, check_int, check_bool,
-                       check_seed, check_path, check_tensor)
+                       check_seed, check_path, check_tensor, check_choice)
 from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_image, load_mnist5k,
                        load_embedded, flip_image, _warn_skip)
 
 # %% auto #0
-__all__ = ['load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache', 'cache_latents',
-           'encode_dataset']
+__all__ = ['LATENT_DTYPES', 'load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache',
+           'cache_latents', 'encode_dataset']
 
-# %% ../nbs/02_latents.ipynb #2905ba88
+# %% ../nbs/02_latents.ipynb #81d2c5af
 def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, e.g. "stabilityai/sd-vae-ft-mse"
              subfolder:str|None=None, # e.g. "vae" inside a full pipeline folder
              device:str|torch.device='cpu', # where to put the VAE
@@ -32,21 +32,22 @@ def load_vae(name_or_path:str|Path, # a local diffusers VAE folder or a hub id, 
     kw = {'subfolder': subfolder} if subfolder else {}
     try: vae = AutoencoderKL.from_pretrained(str(name_or_path), torch_dtype=dtype, use_safetensors=True, **kw)
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"cannot load an AutoencoderKL from {name_or_path!r} ({type(e).__name__}); pass a diffusers "
-                                "VAE folder (with config.json), subfolder='vae' for a pipeline folder, or a hub id such "
-                                "as 'stabilityai/sd-vae-ft-mse' (needs the network or the HF cache)") from e
+        raise FileNotFoundError(f"cannot load an AutoencoderKL from {name_or_path!r} ({type(e).__name__}); pass a "
+                                "diffusers VAE folder (with config.json), subfolder='vae' for a pipeline folder, or a "
+                                "hub id such as 'stabilityai/sd-vae-ft-mse' (needs the network or the HF cache)") from e
     return vae.to(device).eval()
 
-# %% ../nbs/02_latents.ipynb #697a7e55
+# %% ../nbs/02_latents.ipynb #043e9fc3
 @torch.no_grad()
 def encode_latents(vae, # a diffusers `AutoencoderKL`
                    images:torch.Tensor, # float images in [-1, 1], [N, C, H, W], any device
                    batch_size:int=32, # images per encoder call
                    sample:bool=False, # False: posterior mean (DiT path); True: a posterior sample (SD path)
-                   generator:torch.Generator|Sequence[torch.Generator]|None=None, # for sample=True: one, or one per image
+                   generator:torch.Generator|Sequence[torch.Generator]|None=None, # sample=True: one, or one per image
                   ) -> torch.Tensor:
     "VAE latents `[N, *latent_shape]` float32 on the CPU: (posterior mean or sample − shift) × scaling_factor."
-    if images.dtype == torch.uint8: raise ValueError("images are uint8; convert them to [-1, 1] with mgd3.to_model_range")
+    if images.dtype == torch.uint8:
+        raise ValueError("images are uint8; convert them to [-1, 1] with mgd3.to_model_range")
     if images.numel() and (images.min() < -1.001 or images.max() > 1.001):
         raise ValueError(f"images span [{images.min():.3g}, {images.max():.3g}], expected [-1, 1]; scale them with "
                          "x / 127.5 - 1 (mgd3.to_model_range)")
@@ -81,13 +82,14 @@ def decode_latents(vae, # a diffusers `AutoencoderKL`
     out = torch.cat(out)
     return out if device is None else out.to(device)
 
-# %% ../nbs/02_latents.ipynb #c5c06e28
+# %% ../nbs/02_latents.ipynb #02351c3e
 def vae_identity(vae) -> str:
     "A 16-hex-digit hash of a VAE's config (without private `_` keys) and weights."
     cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith('_')}
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
     for name, t in sorted(vae.state_dict().items()):
-        h.update(name.encode()); h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()[:16]
 
 # %% ../nbs/02_latents.ipynb #c319012d
@@ -96,13 +98,16 @@ class LatentSet(NamedTuple):
     latents: torch.Tensor # float32 [N, *latent_shape], classes in label order
     labels: torch.Tensor # int64 [N], class indices 0..C-1
 
-# %% ../nbs/02_latents.ipynb #6258edc1
+# %% ../nbs/02_latents.ipynb #4aeca8cc
+LATENT_DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
 def _shard_meta(path:Path) -> dict|None:
+    "The mgd3 metadata of a shard, or None when the file is missing or unreadable."
     try:
         with safe_open(str(path), framework='pt') as f: return json.loads((f.metadata() or {}).get('mgd3', '{}'))
     except Exception: return None
 
-# %% ../nbs/02_latents.ipynb #6bada812
+# %% ../nbs/02_latents.ipynb #75772d0b
 @dataclass(frozen=True)
 class LatentCache:
     "A folder of per-class latent shards for one (dataset, split, VAE, resolution, options) key."
@@ -111,7 +116,34 @@ class LatentCache:
     key: dict # what the shards depend on
     fresh: tuple = () # classes (re-)encoded by the call that returned this handle
     flip_seed: int|None = None # with a mirrored cache: each image's orientation is `flip_image(flip_seed, c, i)`
+    @classmethod
+    def create(cls, cache_dir:str|Path, spec:DatasetSpec, key:dict) -> 'LatentCache':
+        "The cache of `key` under `cache_dir` (its folder is named by the key's hash), with its `cache.json`."
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        cache = cls(Path(cache_dir) / f"{spec.name}-{key['split']}-{key['image_size']}px-{digest}", spec, key)
+        if not (cache.folder / 'cache.json').exists():
+            save_json(cache.folder / 'cache.json', {'key': key, 'spec': asdict(spec)})
+        return cache
+    @classmethod
+    def open(cls, folder:str|Path) -> 'LatentCache':
+        "Reopen a cache folder written by `cache_latents` (no VAE needed)."
+        d = load_json(Path(folder) / 'cache.json')
+        return cls(Path(folder), DatasetSpec(**{k: (tuple(v) if isinstance(v, list) else v)
+                                                for k, v in d['spec'].items() if k != 'num_classes'}), d['key'])
+    @property
+    def dtype(self) -> torch.dtype: return LATENT_DTYPES[self.key.get('dtype', 'float32')]
     def shard_path(self, c:int) -> Path: return self.folder / f'class_{c:04d}_{self.spec.wnids[c]}.safetensors'
+    def write_class(self, c:int, latents:torch.Tensor, file_index:torch.Tensor, files:list|None,
+                    skipped:list=(), latents_mirrored:torch.Tensor|None=None) -> Path:
+        "Write class `c`'s shard: its latents (and flipped latents) in the key's dtype, their file indices, metadata."
+        if self.mirrored != (latents_mirrored is not None):
+            raise ValueError(f"a {'mirrored' if self.mirrored else 'plain'} cache's shard "
+                             f"{'needs' if self.mirrored else 'takes no'} latents_mirrored")
+        tensors = {'latents': latents.to(self.dtype), 'file_index': file_index}
+        if latents_mirrored is not None: tensors['latents_mirrored'] = latents_mirrored.to(self.dtype)
+        return save_tensors(self.shard_path(c), tensors, {'key': self.key, 'class_index': c,
+                                                          'wnid': self.spec.wnids[c], 'files': files,
+                                                          'skipped': list(skipped)})
     def class_meta(self, c:int) -> dict:
         "Metadata of class `c`'s shard: wnid, number of files, file names, skipped files, the key."
         meta = _shard_meta(self.shard_path(c))
@@ -122,20 +154,22 @@ class LatentCache:
         out = []
         for c in range(self.spec.num_classes):
             try:
-                with safe_open(str(self.shard_path(c)), framework='pt') as f: out.append(f.get_slice('latents').get_shape()[0])
+                with safe_open(str(self.shard_path(c)), framework='pt') as f:
+                    out.append(f.get_slice('latents').get_shape()[0])
             except Exception as e:
-                raise FileNotFoundError(f"{self.shard_path(c)} is missing or unreadable ({e}); rerun cache_latents") from e
+                raise FileNotFoundError(f"{self.shard_path(c)} is missing or unreadable ({e}); rerun "
+                                        "cache_latents") from e
         return out
     def class_latents(self, c:int) -> torch.Tensor:
-        "Latents of class `c`, `[n_c, *latent_shape]` (each row in the orientation `flip_seed` picks, if set)."
+        "Latents of class `c`, `[n_c, *latent_shape]`, float32 (any storage dtype), each row as `flip_seed` picks."
         t = load_tensors(self.shard_path(c))[0]
-        if self.flip_seed is None: return t['latents']
+        if self.flip_seed is None: return t['latents'].float()
         return torch.where(self.flipped_rows(c, t['file_index'])[:, None, None, None], t['latents_mirrored'],
-                           t['latents'])
+                           t['latents']).float()
     @property
     def mirrored(self) -> bool: return bool(self.key.get('mirrored'))
     def with_flips(self, seed:int) -> 'LatentCache':
-        "This (mirrored) cache as generation seed `seed` sees it: image i of class c flipped if `flip_image(seed, c, i)`."
+        "This (mirrored) cache for seed `seed`: image i of class c flipped if `flip_image(seed, c, i)`."
         if not self.mirrored:
             raise ValueError(f"{self.folder} holds no flipped latents; encode with cache_latents(..., mirrored=True)")
         return replace(self, flip_seed=int(seed))
@@ -150,34 +184,35 @@ class LatentCache:
         parts = [self.class_latents(c) for c in classes]
         labels = torch.cat([torch.full((len(p),), c, dtype=torch.int64) for c, p in zip(classes, parts)])
         return LatentSet(torch.cat(parts), labels)
+    def class_images(self, c:int, # the class
+                     root:str|Path|None, # the dataset root the cache was encoded from (None for embedded data)
+                     positions:Sequence[int]|torch.Tensor|None=None, # rows within the class (None: all)
+                    ) -> torch.Tensor:
+        "uint8 images `[n, C, S, S]` behind class `c`'s rows: their files, centre-cropped, flipped as `flip_seed` says."
+        spec, size, split = self.spec, self.key['image_size'], self.key.get('split', 'train')
+        file_index = load_tensors(self.shard_path(c))[0]['file_index']
+        flipped = self.flipped_rows(c, file_index)
+        pos = range(len(file_index)) if positions is None else torch.as_tensor(positions).long().tolist()
+        if spec.embedded:
+            x, y = load_embedded(spec, split or 'train')
+            class_x = x[y == c]
+            imgs = [class_x[int(file_index[p])] for p in pos]
+        else:
+            files = class_files(root, split, spec.wnids[c])
+            imgs = [load_image(files[int(file_index[p])], size, spec.channels) for p in pos]
+        return torch.stack([img.flip(-1) if flipped[p] else img for p, img in zip(pos, imgs)])
     def real_images(self, rows:Sequence[int]|torch.Tensor, # row indices into `load()`'s order
                     root:str|Path|None, # the dataset root the cache was encoded from (None for embedded data)
                    ) -> torch.Tensor:
-        "uint8 images `[len(rows), C, S, S]` of the given rows: their files, centre-cropped (flipped as `flip_seed` says)."
-        spec, counts, size = self.spec, self.counts(), self.key['image_size']
-        starts = np.cumsum([0] + counts[:-1])
+        "uint8 images `[len(rows), C, S, S]` of the given rows (flipped as `flip_seed` says), read one class at a time."
+        starts = np.cumsum([0] + self.counts()[:-1])
         rows = torch.as_tensor(rows).long()
         cls = torch.as_tensor(np.searchsorted(starts, rows.numpy(), side='right') - 1)
-        split = self.key.get('split', 'train')
-        embedded = load_embedded(spec, split or 'train') if spec.embedded else None
         out = [None] * len(rows)
         for c in cls.unique().tolist():
-            file_index = load_tensors(self.shard_path(c))[0]['file_index']
-            flipped = self.flipped_rows(c, file_index)
-            files = None if spec.embedded else class_files(root, split, spec.wnids[c])
-            class_x = embedded[0][embedded[1] == c] if spec.embedded else None
-            for j in torch.nonzero(cls == c).flatten().tolist():
-                r = int(rows[j]) - starts[c]
-                i = int(file_index[r])
-                out[j] = class_x[i] if spec.embedded else load_image(files[i], size, spec.channels)
-                if flipped[r]: out[j] = out[j].flip(-1)
+            where = torch.nonzero(cls == c).flatten()
+            for j, img in zip(where.tolist(), self.class_images(c, root, rows[where] - int(starts[c]))): out[j] = img
         return torch.stack(out)
-    @classmethod
-    def open(cls, folder:str|Path) -> 'LatentCache':
-        "Reopen a cache folder written by `cache_latents` (no VAE needed)."
-        d = load_json(Path(folder) / 'cache.json')
-        return cls(Path(folder), DatasetSpec(**{k: (tuple(v) if isinstance(v, list) else v)
-                                                for k, v in d['spec'].items() if k != 'num_classes'}), d['key'])
 
 # %% ../nbs/02_latents.ipynb #c211f21c
 def _check_cache_args(vae, root, cache_dir, split, image_size, sample, flip, seed, batch_size, num_workers, classes,
@@ -215,22 +250,22 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
                   num_workers:int=0, # image-decoding threads
                   classes:Sequence[int]|None=None, # encode only these classes (default: all)
                   progress:bool=True, # tqdm bars: one over classes, one per class
+                  dtype:str='float32', # storage dtype of the shards: 'float32', 'float16' or 'bfloat16'
                  ) -> LatentCache:
     "Encode each class to a safetensors shard unless a valid one exists; memory is bounded by one class."
     spec = dataset_spec(spec)
     _check_cache_args(vae, root, cache_dir, split, image_size, sample, flip, seed, batch_size, num_workers, classes,
                       progress, spec.num_classes)
     check_bool('mirrored', mirrored)
+    check_choice('latent dtype', dtype, list(LATENT_DTYPES), hint="or 'float16' to halve the cache")
     size = image_size or spec.image_size
     if flip and mirrored: raise ValueError("flip=True flips at encoding time and mirrored=True encodes both "
                                            "orientations; pass one of them (mirrored=True for per-seed flips)")
     key = {'dataset': spec.name, 'wnids': hashlib.sha256(' '.join(spec.wnids).encode()).hexdigest()[:16],
            'split': split, 'source': detect_source(root or '.', spec), 'vae': vae_identity(vae), 'image_size': size,
-           'sample': sample, 'flip': flip, 'seed': seed if (sample or flip) else None, 'format': 1,
-           **({'mirrored': True} if mirrored else {})}   # a plain cache keeps the key (and folder) it always had
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    cache = LatentCache(Path(cache_dir) / f'{spec.name}-{split}-{size}px-{digest}', spec, key)
-    if not (cache.folder / 'cache.json').exists(): save_json(cache.folder / 'cache.json', {'key': key, 'spec': asdict(spec)})
+           'sample': sample, 'flip': flip, 'seed': seed if (sample or flip) else None, 'dtype': dtype, 'format': 1,
+           **({'mirrored': True} if mirrored else {})}   # a plain cache has no 'mirrored' entry
+    cache = LatentCache.create(cache_dir, spec, key)
     if key['source'].startswith('fastai'):
         warnings.warn(f"{root} is fastai's {key['source'][7:]} release, not ImageNet-1K's images of these classes: "
                       "results will not be comparable with the paper's tables (the cache key records the source)")
@@ -247,7 +282,8 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
                                on_skip=lambda p, e: (skipped.append(Path(p).name), _warn_skip(p, e)))
         for b in tqdm(batches, total=total, desc=f'{c}:{spec.wnids[c]}', leave=False, disable=not progress):
             gens = [item_generator(seed, c, int(i), 'vae-sample') for i in b.indices] if sample else None
-            lat.append(encode_latents(vae, b.images, batch_size, sample, gens)); idx.append(b.indices)
+            lat.append(encode_latents(vae, b.images, batch_size, sample, gens))
+            idx.append(b.indices)
             if mirrored:
                 gens = [item_generator(seed, c, int(i), 'vae-sample') for i in b.indices] if sample else None
                 mir.append(encode_latents(vae, b.images.flip(-1), batch_size, sample, gens))
@@ -255,14 +291,9 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
                                      "run mgd3.validate_dataset and fix or drop the class")
         check_tensor(f'the latents of class {c} ({spec.wnids[c]})', torch.cat(lat), hint="the VAE overflowed; "
                      "encode in float32 (load_vae(..., dtype=torch.float32)), and run mgd3.validate_dataset")
-        tensors = {'latents': torch.cat(lat), 'file_index': torch.cat(idx)}
-        if mirrored: tensors['latents_mirrored'] = torch.cat(mir)
-        save_tensors(cache.shard_path(c), tensors,
-                     {'key': key, 'class_index': c, 'wnid': spec.wnids[c], 'files': names, 'skipped': skipped})
+        cache.write_class(c, torch.cat(lat), torch.cat(idx), names, skipped, torch.cat(mir) if mirrored else None)
         fresh.append(c)
     return LatentCache(cache.folder, spec, key, tuple(fresh))
-
-
 
 # %% ../nbs/02_latents.ipynb #c41ffed1
 def encode_dataset(vae, spec:str|DatasetSpec, root:str|Path|None, cache_dir:str|Path, **kwargs) -> LatentSet:

@@ -85,12 +85,13 @@ def write_real_set(ctx:MethodContext, # the run's context
                    folder:str|Path, # the set's folder
                    cache=None, # the cache (view) whose images to write; None: `ctx.cache`, unflipped
                   ) -> None:
-    "Write the real images of `rows` as the set in `folder` (at the run's `save_size`), then `done.json`."
-    folder = Path(folder)
-    imgs = (cache or ctx.cache).real_images(rows, ctx.config.data_root)
-    write_images(imgs.float() / 255, [ImageJob(ctx.spec.wnids[c], k, 0, 0).path(folder)
-                                      for c in range(ctx.spec.num_classes) for k in range(ctx.ipc)],
-                 ctx.config.save_size)
+    "Write the real images of `rows` (at the run's `save_size`) as the set in `folder`, then `done.json`."
+    folder, rows, cache = Path(folder), torch.as_tensor(rows).long(), cache or ctx.cache
+    starts = torch.tensor([0] + cache.counts()[:-1]).cumsum(0)
+    for c, class_rows in enumerate(rows.view(ctx.spec.num_classes, ctx.ipc)):   # one class in memory at a time
+        imgs = cache.class_images(c, ctx.config.data_root, class_rows - starts[c])
+        write_images(imgs.float() / 255, [ImageJob(ctx.spec.wnids[c], k, 0, 0).path(folder) for k in range(ctx.ipc)],
+                     ctx.config.save_size)
     save_json(folder/'done.json', {'rows': rows.tolist()})
 
 # %% ../nbs/10_methods.ipynb #803acfa3

@@ -11,14 +11,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from joblib import Parallel, delayed
-from .core import save_tensors, load_tensors, Registry, check_int, check_seed, check_tensor, check_labels
+from .core import (save_tensors, load_tensors, Registry, check_int, check_seed, check_tensor, check_labels,
+                       check_bool)
 from .latents import decode_latents
-from .kmeans import kmeans_torch_modes
+from .kmeans import kmeans_torch_modes, kmeans_batched
 
 # %% auto #0
 __all__ = ['MODE_METHODS', 'register_mode_method', 'list_mode_methods', 'get_mode_method', 'nearest_rows', 'kmeans_modes',
-           'kmeans_closest_modes', 'gmm_modes', 'random_modes', 'ModeSet', 'discover_modes', 'discover_modes_cached',
-           'plot_modes', 'plot_cluster_sizes']
+           'kmeans_closest_modes', 'gmm_modes', 'random_modes', 'ModeSet', 'discover_modes', 'class_groups',
+           'discover_modes_cached', 'plot_modes', 'plot_cluster_sizes']
 
 # %% ../nbs/03_modes.ipynb #7e4ccc32
 MODE_METHODS = Registry('mode method')   # name → fn(x [n, d], k, seed, **kw) -> (modes [k, d], assignment [n])
@@ -108,7 +109,7 @@ def _check_mode_data(latents, labels, num_classes, class_names) -> tuple[torch.T
         raise TypeError(f"class_names must be a list of {C} names (or None), got {class_names!r}; pass one per class")
     return labels, C
 
-# %% ../nbs/03_modes.ipynb #e5702c25
+# %% ../nbs/03_modes.ipynb #12125580
 @dataclass
 class ModeSet:
     "IPC modes per class: centroids, cluster sizes and the closest real sample of each mode."
@@ -122,11 +123,11 @@ class ModeSet:
         c, s, k = (tuple(getattr(self, n).shape) if torch.is_tensor(getattr(self, n)) else None
                    for n in ('centroids', 'sizes', 'closest'))
         if c is None or len(c) < 3:
-            raise ValueError(f"ModeSet centroids must be a tensor [C, ipc, *latent_shape], got shape {c}; build a ModeSet "
-                             "with discover_modes or ModeSet.load")
+            raise ValueError(f"ModeSet centroids must be a tensor [C, ipc, *latent_shape], got shape {c}; build a "
+                             "ModeSet with discover_modes or ModeSet.load")
         if s != c[:2] or k is None or len(k) != 2 or k[1] != c[1]:
-            raise ValueError(f"ModeSet sizes {s} must have shape [C, ipc] = {c[:2]} and closest {k} shape [*, ipc] like "
-                             "the centroids; build a ModeSet with discover_modes or ModeSet.load")
+            raise ValueError(f"ModeSet sizes {s} must have shape [C, ipc] = {c[:2]} and closest {k} shape [*, ipc] "
+                             "like the centroids; build a ModeSet with discover_modes or ModeSet.load")
     @property
     def num_classes(self) -> int: return self.centroids.shape[0]
     @property
@@ -145,6 +146,7 @@ class ModeSet:
             raise ValueError(f"{path} is not a ModeSet file (tensors {sorted(t)}); write it with ModeSet.save")
         return cls(t['centroids'], t['sizes'], t['closest'], m['method'], m['seed'], m.get('meta', {}))
 
+# %% ../nbs/03_modes.ipynb #da4e54dd
 def _class_modes(x, ipc, method, seed, kw):
     modes, assignment = get_mode_method(method)(x, ipc, seed, **kw)
     return modes, np.bincount(assignment, minlength=ipc), nearest_rows(x, modes)
@@ -154,7 +156,8 @@ def _check(method, counts, ipc, class_names):
     if ipc < 1: raise ValueError(f"ipc must be at least 1, got {ipc}; pass ipc >= 1 (modes per class)")
     small = [(c, int(n)) for c, n in enumerate(counts) if n < ipc]
     if small:
-        c, n = small[0]; name = f" ({class_names[c]})" if class_names is not None else ''
+        c, n = small[0]
+        name = f" ({class_names[c]})" if class_names is not None else ''
         raise ValueError(f"class {c}{name} has {n} images but ipc={ipc} modes were requested"
                          f"{f' ({len(small)} classes are short)' if len(small) > 1 else ''}; lower ipc or add images")
 
@@ -162,7 +165,8 @@ def _stack(results, offsets, method, seed, shape, meta):
     cent = torch.from_numpy(np.stack([r[0] for r in results])).float()
     return ModeSet(cent.reshape(len(results), cent.shape[1], *shape),
                    torch.from_numpy(np.stack([r[1] for r in results])).long(),
-                   torch.from_numpy(np.stack([off[r[2]] for r, off in zip(results, offsets)])).long(), method, seed, meta)
+                   torch.from_numpy(np.stack([off[r[2]] for r, off in zip(results, offsets)])).long(), method, seed,
+                   meta)
 
 def discover_modes(latents:torch.Tensor, # [N, *latent_shape] latents (e.g. from encode_dataset)
                    labels:torch.Tensor, # [N] class indices 0..C-1
@@ -183,32 +187,87 @@ def discover_modes(latents:torch.Tensor, # [N, *latent_shape] latents (e.g. from
     results = Parallel(n_jobs=n_jobs)(delayed(_class_modes)(x[i], ipc, method, seed, method_kwargs) for i in idx)
     return _stack(results, idx, method, seed, tuple(latents.shape[1:]), {'num_latents': len(latents)})
 
+# %% ../nbs/03_modes.ipynb #febe287a
+def class_groups(counts:Sequence[int], # latents per class
+                 dim:int, # values per latent
+                 max_bytes:int=2**31, # float32 bytes of one padded group [classes, largest class, dim]
+                ) -> list[list[int]]:
+    "Consecutive classes in groups whose padded float32 block fits in `max_bytes` (at least one class per group)."
+    groups, cur, widest = [], [], 0
+    for c, n in enumerate(counts):
+        w = max(widest, n)
+        if cur and (len(cur) + 1) * w * dim * 4 > max_bytes:
+            groups.append(cur)
+            cur, w = [], n
+        cur.append(c)
+        widest = w
+    return groups + [cur] if cur else groups
+
+# %% ../nbs/03_modes.ipynb #2bc9eb36
+def _nearest_rows_torch(x:torch.Tensor, centers:torch.Tensor) -> torch.Tensor:
+    "`nearest_rows` on the points' device: for each centre, the nearest row of `x` (float64 distances)."
+    x64, c64 = x.double(), centers.double()
+    return ((c64 ** 2).sum(1)[:, None] - 2 * c64 @ x64.T + (x64 ** 2).sum(1)[None]).argmin(1)
+
+def _grouped_torch_modes(cache, counts, ipc, seed, device, max_bytes, kw):
+    "kmeans-torch over groups of classes read from `cache`, batched on `device`: (centroids, sizes, closest, groups)."
+    shape = tuple(cache.class_latents(0).shape[1:])
+    C, dim, starts = len(counts), int(np.prod(shape)), np.cumsum([0] + counts[:-1])
+    cent, sizes = torch.empty(C, ipc, dim), torch.empty(C, ipc, dtype=torch.long)
+    closest, groups = torch.empty(C, ipc, dtype=torch.long), class_groups(counts, dim, max_bytes)
+    for group in groups:
+        xs = [cache.class_latents(c).reshape(counts[c], -1).to(device) for c in group]
+        for c, x, r in zip(group, xs, kmeans_batched(xs, ipc, seed=seed, device=device, **kw)):
+            cent[c], sizes[c] = r.centroids.cpu(), torch.bincount(r.labels, minlength=ipc).cpu()
+            closest[c] = _nearest_rows_torch(x, r.centroids).cpu() + int(starts[c])
+    return cent.view(C, ipc, *shape), sizes, closest, len(groups)
+
+# %% ../nbs/03_modes.ipynb #4649b8c1
 def discover_modes_cached(cache, # a `LatentCache` (mgd3.latents), read one class at a time
-                          ipc:int, method:str='kmeans', seed:int=0,
+                          ipc:int, # modes per class
+                          method:str='kmeans', # a registered method (list_mode_methods())
+                          seed:int=0, # random_state of the clustering (the authors use 0)
                           n_jobs:int=1, # classes in parallel processes (each holds one class's latents in memory)
+                          device:str|torch.device|None=None, # kmeans-torch: where (None: CUDA if available, else CPU)
+                          batched:bool|None=None, # kmeans-torch: groups of classes at once (None: on a GPU only)
+                          max_group_bytes:int=2**31, # kmeans-torch, batched: float32 bytes of one group's latents
                           **method_kwargs) -> ModeSet:
     "`discover_modes` over a latent cache without loading it whole; `closest` indexes `cache.load()`'s order."
     if not all(hasattr(cache, a) for a in ('counts', 'class_latents', 'spec', 'key')):
         raise TypeError(f"cache must be a LatentCache, got {type(cache).__name__}; pass mgd3.cache_latents(...)")
     _check_mode_args(ipc, seed, n_jobs)
+    if batched is not None: check_bool('batched', batched, hint='pass True, False or None (batched on a GPU only)')
+    check_int('max_group_bytes', max_group_bytes, min=1, hint='pass a byte count, e.g. 2**31')
     counts = cache.counts()
     _check(method, counts, ipc, cache.spec.wnids)
+    meta = {'dataset': cache.spec.name, 'cache_key': cache.key, 'num_latents': int(sum(counts))}
+    if method == 'kmeans-torch':
+        device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        if batched or (batched is None and device.type != 'cpu'):
+            cent, sizes, closest, n = _grouped_torch_modes(cache, counts, ipc, seed, device, max_group_bytes,
+                                                           method_kwargs)
+            return ModeSet(cent, sizes, closest, method, seed, {**meta, 'device': str(device), 'groups': n})
+        method_kwargs = {**method_kwargs, 'device': device}
     def one(c):
         z = cache.class_latents(c)
-        return _class_modes(z.float().reshape(len(z), -1).numpy(), ipc, method, seed, method_kwargs), tuple(z.shape[1:])
-    out = Parallel(n_jobs=n_jobs)(delayed(one)(c) for c in range(cache.spec.num_classes))
-    starts = np.cumsum([0] + counts[:-1])
-    return _stack([r for r, _ in out], [np.arange(s, s + n) for s, n in zip(starts, counts)], method, seed, out[0][1],
-                  {'dataset': cache.spec.name, 'cache_key': cache.key, 'num_latents': int(sum(counts))})
+        return _class_modes(z.reshape(len(z), -1).numpy(), ipc, method, seed, method_kwargs), tuple(z.shape[1:])
+    starts, cent = np.cumsum([0] + counts[:-1]), None
+    sizes, closest = torch.empty(len(counts), ipc, dtype=torch.long), torch.empty(len(counts), ipc, dtype=torch.long)
+    results = Parallel(n_jobs=n_jobs, return_as='generator')(delayed(one)(c) for c in range(len(counts)))
+    for c, ((modes, size, near), shape) in enumerate(results):   # filled in place: no list of per-class results
+        if cent is None: cent = torch.empty(len(counts), ipc, *shape)
+        cent[c] = torch.from_numpy(modes).reshape(ipc, *shape)
+        sizes[c], closest[c] = torch.from_numpy(size), torch.from_numpy(near) + int(starts[c])
+    return ModeSet(cent, sizes, closest, method, seed, meta)
 
-# %% ../nbs/03_modes.ipynb #1ad7748d
+# %% ../nbs/03_modes.ipynb #a517cf28
 def _as_display(img):
     img = img.float() / 255 if img.dtype == torch.uint8 else (img.float().clamp(-1, 1) + 1) / 2
     return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
 
 def plot_modes(modes:ModeSet, # the modes to show
                vae=None, # an AutoencoderKL to decode the centroids (None: no centroid row)
-               real_images:torch.Tensor|None=None, # images indexed like the latents (uint8 or [-1, 1]); None: no real row
+               real_images:torch.Tensor|None=None, # images indexed like the latents (uint8 or [-1, 1]), or None
                classes:Sequence[int]|None=None, # which classes (default: the first 5)
                class_names:Sequence[str]|None=None, # row labels
                max_modes:int=10, # columns shown per class
@@ -230,13 +289,16 @@ def plot_modes(modes:ModeSet, # the modes to show
         for j, kind in enumerate(kinds):
             for m in range(k):
                 ax = axes[i * len(kinds) + j, m]
-                ax.imshow(_as_display(rows[kind][m]), cmap='gray', vmin=0, vmax=1); ax.set_xticks([]); ax.set_yticks([])
+                ax.imshow(_as_display(rows[kind][m]), cmap='gray', vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
                 if kind == kinds[0]: ax.set_title(f"n={int(modes.sizes[c, m])}", fontsize=7)
             name = class_names[c] if class_names is not None else str(c)
             axes[i * len(kinds) + j, 0].set_ylabel(f"{name[:14]}\n{kind}", fontsize=7)
     fig.tight_layout()
     return fig
 
+# %% ../nbs/03_modes.ipynb #f4d6fa87
 def plot_cluster_sizes(modes:ModeSet, class_names:Sequence[str]|None=None, max_classes:int=20):
     "A figure: each class's cluster sizes as a fraction of the class, largest first."
     import matplotlib.pyplot as plt
@@ -247,6 +309,9 @@ def plot_cluster_sizes(modes:ModeSet, class_names:Sequence[str]|None=None, max_c
                 label=class_names[c] if class_names is not None else str(c))
     ax.set_xticks(range(1, modes.ipc + 1))
     ax.axhline(1 / modes.ipc, color='k', ls=':', lw=1, label='uniform')
-    ax.set_xlabel('mode (largest first)'); ax.set_ylabel('fraction of class'); ax.set_title(f'{modes.method} cluster sizes')
-    ax.legend(fontsize=6, ncol=2); fig.tight_layout()
+    ax.set_xlabel('mode (largest first)')
+    ax.set_ylabel('fraction of class')
+    ax.set_title(f'{modes.method} cluster sizes')
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
     return fig

@@ -12,7 +12,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 from .core import Manifest, Ledger, IntegrityWarning, load_json, save_json, device_info, sha256_file
 from .data import dataset_spec, class_files, load_mnist5k
-from .latents import LatentCache
+from .latents import LatentCache, LATENT_DTYPES
 from .modes import ModeSet
 from .backbone import load_backbone
 from .methods import get_method
@@ -263,7 +263,7 @@ def _train_counts(spec, root) -> list[int]:
     return [len(class_files(root, 'train', w)) for w in spec.wnids]
 
 def disk_needed(run:Run, # the run
-                latent_shape:tuple, # (C, H, W) of one latent (float32 in the cache)
+                latent_shape:tuple, # (C, H, W) of one latent (stored in the cache as `latent_dtype`)
                 image_shape:tuple, # (channels, H, W) of one image
                ) -> dict[str, int]:
     "Bytes the run still has to write, by kind: 'latents', 'images' and 'other' (modes, evaluations, figures)."
@@ -271,7 +271,8 @@ def disk_needed(run:Run, # the run
     cached = {int(p.name[6:10]) for p in run.latents_dir.glob('*/class_*.safetensors')}
     per_latent = 4 * math.prod(latent_shape) + 8
     sides = 2 if cfg.mode_flips == 'authors' else 1   # a mirrored cache also holds every image flipped
-    latents = sum(n * (sides * 4 * math.prod(latent_shape) + 8) + 4096
+    itemsize = LATENT_DTYPES[cfg.latent_dtype].itemsize   # bytes per stored latent value
+    latents = sum(n * (sides * itemsize * math.prod(latent_shape) + 8) + 4096
                   for c, n in enumerate(_train_counts(spec, cfg.data_root)) if c not in cached)
     todo = 0
     for m in cfg.methods:

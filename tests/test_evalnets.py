@@ -54,9 +54,37 @@ def test_embedded_teacher_loads_and_is_accurate_on_a_test_sample():
     with torch.no_grad(): acc = (t(x[idx].float() / 255).argmax(1) == y[idx]).float().mean().item()
     assert acc > 0.85
 
-def test_timm_teacher_without_weights_says_how_to_pass_them(tmp_path):
-    with pytest.raises(FileNotFoundError, match='pass weights='): load_teacher('resnet18')
-    with pytest.raises(FileNotFoundError, match='pass weights='): load_teacher('resnet18', weights=tmp_path / 'missing.safetensors')
+def test_timm_teacher_without_weights_says_how_to_pass_them(tmp_path, monkeypatch):
+    import huggingface_hub
+    def unreachable(repo, filename, **kw): raise OSError('Name or service not known')
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', unreachable)   # no network in tests
+    with pytest.raises(FileNotFoundError, match="cannot download timm/resnet18.tv_in1k/model.safetensors.*pass weights="):
+        load_teacher('resnet18.tv_in1k')
+    with pytest.raises(FileNotFoundError, match='pass weights='):
+        load_teacher('resnet18', weights=tmp_path / 'missing.safetensors')
+
+def test_timm_teacher_downloads_safetensors_from_the_hub(tmp_path, monkeypatch):
+    "weights=None: model.safetensors of timm's hub repo, fetched with huggingface_hub (monkeypatched: no network)."
+    import huggingface_hub, timm
+    from mgd3.core import save_tensors
+    net = timm.create_model('resnet18.tv_in1k', pretrained=False).eval()
+    save_tensors(tmp_path / 'model.safetensors', net.state_dict())
+    asked = []
+    def fake_download(repo, filename, **kw):
+        asked.append((repo, filename))
+        return str(tmp_path / filename)
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', fake_download)
+    t = load_teacher('resnet18.tv_in1k', device='cpu')
+    assert asked == [('timm/resnet18.tv_in1k', 'model.safetensors')]   # never a pickle (pytorch_model.bin)
+    assert (t.num_classes, t.image_size, t.config['weights']) == (1000, 224, str(tmp_path / 'model.safetensors'))
+    x = torch.rand(2, 3, 224, 224)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad(): torch.testing.assert_close(t(x), net((x - mean) / std), rtol=1e-4, atol=1e-4)
+
+def test_pickled_teacher_weights_are_refused(tmp_path):
+    import timm
+    torch.save(timm.create_model('resnet18', pretrained=False).state_dict(), tmp_path / 'w.pth')
+    with pytest.raises(ValueError, match='never loaded'): load_teacher('resnet18', weights=tmp_path / 'w.pth')
 
 def test_timm_teacher_from_local_weights(tmp_path):
     import timm

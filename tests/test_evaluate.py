@@ -357,7 +357,8 @@ def test_one_thousand_class_teacher_restricted_to_the_subset(mnist):
         def forward(self, x):
             z = torch.cat([base.net(x), torch.full((len(x), 3), 50.0)], 1)
             return z[:, perm]
-    big = Teacher(Padded(), image_size=32, mean=base.config['mean'], std=base.config['std'], config={'net': 'padded'})
+    big = Teacher(Padded(), image_size=32, mean=base.config['mean'], std=base.config['std'], config={'net': 'padded'},
+                  num_classes=13)
     where = [int((perm == c).nonzero()) for c in range(10)]
     kw = dict(protocol='soft', epochs=2, evals=1)
     a = run(mnist, 1, teacher=base, **kw)
@@ -395,3 +396,51 @@ def test_test_split_given_at_256_is_centre_cropped(mnist):
     with pytest.raises(ValueError, match='protocol trains at 32 px'):
         evaluate((mnist['xtr'][idx], mnist['ytr'][idx]), (big[..., :34, :34], y), net='convnet3', preset='quick',
                  image_size=32, test_resize=36, epochs=1, device='cpu')
+
+
+# ---- large image sets streamed from disk ------------------------------------------------------------------------------
+import numpy as np
+
+def _folder(root, classes, per, size, rng, uneven=False):
+    from PIL import Image
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per):
+            h, w = (rng.integers(size, 2 * size, 2) if uneven else (size, size))
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / c / f'{i}.png')
+    return root
+
+@pytest.mark.parametrize('protocol', ['hard', 'soft'])
+def test_streamed_and_in_memory_folders_give_the_same_accuracy(tmp_path, protocol):
+    "The DataLoader path (decode and resize in workers) trains and tests exactly as the same folders in memory."
+    from mgd3.evalnets import Teacher, create_evalnet
+    rng = np.random.default_rng(0)
+    classes = ['n01', 'n02', 'n03']
+    train = _folder(tmp_path / 'train', classes, 4, 40, rng)
+    test = _folder(tmp_path / 'val', classes + ['n99'], 5, 36, rng, uneven=True)   # an extra class is ignored
+    torch.manual_seed(0)
+    teacher = Teacher(create_evalnet('convnet3', 3, 32), image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    kw = dict(net='convnet3', protocol=protocol, preset='imagenet', epochs=3, evals=3, image_size=32, test_resize=36,
+              teacher=teacher if protocol == 'soft' else None, device='cpu', seed=1)
+    mem = evaluate(str(train), str(test), stream=False, **kw)
+    streamed = evaluate(str(train), str(test), stream=True, num_workers=2, **kw)
+    assert mem.config['streamed'] == [False, False] and streamed.config['streamed'] == [True, True]
+    assert len(mem.history) == (3 if protocol == 'hard' else 1)   # RDED tests past 80 % of training only
+    for (e1, a1), (e2, a2) in zip(mem.history, streamed.history):
+        assert e1 == e2 and abs(a1 - a2) <= 1e-6   # tolerance: float summation order only
+    assert mem.config['num_test'] == streamed.config['num_test'] == 15
+
+def test_folders_above_the_threshold_are_streamed(tmp_path, monkeypatch):
+    import importlib
+    ev = importlib.import_module('mgd3.evaluate')   # the module (mgd3.evaluate is also the function)
+    root = _folder(tmp_path / 'sets', ['a', 'b'], 3, 20, np.random.default_rng(1))
+    assert isinstance(ev.as_image_set(root, stream=None), ev.ImageSet)   # 6 × 3×20×20 bytes: in memory
+    monkeypatch.setattr(ev, 'STREAM_BYTES', 1000)
+    s = ev.as_image_set(root, stream=None)
+    assert isinstance(s, ev.StreamedImageSet) and s.nbytes == 6 * 3 * 20 * 20 and s.classes == ['a', 'b']
+    t = ev.prepare_test_set(root, image_size=16, test_resize=18, stream=None)
+    assert isinstance(t, ev.StreamedImageSet) and t.image_shape == (3, 16, 16)
+    assert torch.equal(next(ev.image_batches(t, [torch.arange(6)])),
+                       ev.prepare_test_set(root, image_size=16, test_resize=18, stream=False).images)
+    uneven = _folder(tmp_path / 'uneven', ['a'], 3, 20, np.random.default_rng(2), uneven=True)
+    with pytest.raises(ValueError, match='pass image_size='): ev.as_image_set(uneven, stream=True)

@@ -159,6 +159,45 @@ def test_load_vae_from_a_folder(tmp_path):
     assert not back.training and vae_identity(back) == vae_identity(vae)
     with pytest.raises(FileNotFoundError, match='cannot load an AutoencoderKL'): load_vae(tmp_path / 'missing')
 
+
+@pytest.mark.parametrize('dtype,rel', [('float16', 2 ** -10), ('bfloat16', 2 ** -7)])
+def test_half_precision_shards_are_another_key_and_read_back_as_float32(tree, tmp_path, dtype, rel):
+    vae = tiny_vae()
+    full = cache_latents(vae, SUB, tree, tmp_path / 'cache', progress=False)
+    half = cache_latents(vae, SUB, tree, tmp_path / 'cache', progress=False, dtype=dtype)
+    assert half.folder != full.folder and half.key['dtype'] == dtype and full.key['dtype'] == 'float32'
+    assert half.fresh == (0, 1, 2, 3)   # a new key: encoded afresh, the float32 shards untouched
+    for c in range(4):
+        z, ref = half.class_latents(c), full.class_latents(c)
+        assert z.dtype == torch.float32 and z.shape == ref.shape
+        assert ((z - ref).abs() <= rel * ref.abs() + 1e-6).all()   # rounding of the stored values only
+        assert half.shard_path(c).stat().st_size < 0.75 * full.shard_path(c).stat().st_size
+    assert LatentCache.open(half.folder).dtype == getattr(torch, dtype)
+    with pytest.raises(ValueError, match="unknown latent dtype 'float64'"):
+        cache_latents(vae, SUB, tree, tmp_path / 'cache', dtype='float64')
+
+def test_class_images_are_the_files_behind_the_rows(tree, tmp_path):
+    from mgd3.data import load_image
+    c = cache_latents(tiny_vae(), SUB, tree, tmp_path / 'cache', progress=False)
+    files = sorted((tree / 'train' / SUB.wnids[2]).iterdir())
+    t, _ = load_tensors(c.shard_path(2))
+    imgs = c.class_images(2, tree)
+    assert imgs.shape == (6, 3, 16, 16) and imgs.dtype == torch.uint8
+    for img, i in zip(imgs, t['file_index'].tolist()): assert torch.equal(img, load_image(files[i], 16))
+    starts = [0, 5, 8, 14]
+    assert torch.equal(c.real_images(torch.tensor([starts[2] + 1, 0]), tree), torch.stack([imgs[1], c.class_images(0, tree)[0]]))
+
+def test_a_run_stores_its_latent_cache_in_latent_dtype(tmp_path):
+    "The run parameter `latent_dtype` reaches the cache: half-precision shards, read back as float32 for the modes."
+    from mgd3.config import DistillConfig
+    from mgd3.run import Run
+    from mgd3.distill import prepare
+    run = Run.open(DistillConfig.from_params(latent_dtype='float16', quick=True, out_dir=str(tmp_path / 'run')))
+    ctx = prepare(run, torch.device('cpu'))
+    assert ctx.cache.key['dtype'] == 'float16' and ctx.cache.dtype == torch.float16
+    assert run.latent_cache().folder == ctx.cache.folder and ctx.modes.meta['cache_key']['dtype'] == 'float16'
+    assert ctx.cache.class_latents(0).dtype == torch.float32 and ctx.modes.centroids.dtype == torch.float32
+
 def _coin(seed, c, i):
     "The seeded flip coin, from its definition: bit 0 of the first 8 bytes (little-endian) of sha256('mgd3:...:flip')."
     import hashlib
@@ -189,3 +228,22 @@ def test_mirrored_cache_sees_each_seeds_flips(tree, tmp_path):
     with pytest.raises(ValueError, match='mirrored=True'): plain.with_flips(0)
     with pytest.raises(ValueError, match='pass one of them'): cache_latents(vae, SUB, tree, tmp_path, flip=True,
                                                                             mirrored=True, progress=False)
+
+def test_a_half_precision_mirrored_cache_flips_and_reads_back_float32(tree, tmp_path):
+    "dtype= and mirrored= together: both orientations stored in float16, each seed's view float32 and flipped."
+    vae = tiny_vae()
+    m32 = cache_latents(vae, SUB, tree, tmp_path / 'c', mirrored=True, progress=False)
+    m16 = cache_latents(vae, SUB, tree, tmp_path / 'c', mirrored=True, dtype='float16', progress=False)
+    assert m16.folder != m32.folder and m16.mirrored and m16.key['dtype'] == 'float16'
+    t, _ = load_tensors(m16.shard_path(1))
+    assert t['latents'].dtype == t['latents_mirrored'].dtype == torch.float16
+    v16, v32 = m16.with_flips(5), m32.with_flips(5)
+    for c in range(len(SUB.wnids)):
+        z, ref = v16.class_latents(c), v32.class_latents(c)
+        assert z.dtype == torch.float32 and torch.equal(v16.flipped_rows(c), v32.flipped_rows(c))
+        assert ((z - ref).abs() <= 2 ** -10 * ref.abs() + 1e-6).all()
+        flips = v16.flipped_rows(c)
+        imgs, plain = v16.class_images(c, tree), m16.class_images(c, tree)
+        assert torch.equal(imgs[flips], plain[flips].flip(-1)) and torch.equal(imgs[~flips], plain[~flips])
+    with pytest.raises(ValueError, match='needs latents_mirrored'):
+        m16.write_class(0, t['latents'], t['file_index'], None)

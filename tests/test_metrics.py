@@ -60,3 +60,26 @@ def test_bad_input():
     with pytest.raises(ValueError, match='8-d but distilled 3-d'): distillation_metrics(f, y, f[:2, :3], y[:2], feature_space='x')
     with pytest.raises(ValueError, match='no real samples'): select_closest_to_centroids(f, y, {7: torch.zeros(2, 8)})
     with pytest.raises(ValueError, match='distilled class 5'): mode_coverage(f, y, f[:1], torch.tensor([5]), k=2)
+
+
+def test_streamed_metrics_equal_the_in_memory_ones_and_ask_for_one_class_at_a_time():
+    from mgd3.metrics import streamed_metrics, class_metrics
+    f, y, blob = blobs(k=4, per=15, classes=3)
+    pick = torch.cat([torch.nonzero(y == c).flatten()[::15] for c in range(3)])   # one per blob
+    ref = distillation_metrics(f, y, f[pick], y[pick], feature_space='x', tsne=False, seed=0)
+    asked = []
+    def real(c): asked.append(c); return f[y == c]
+    rep = streamed_metrics(real, {'s': lambda c: f[pick[y[pick] == c]]}, range(3), feature_space='x', k=4)['s']
+    assert asked == [0, 1, 2] and rep.mean == ref.mean and rep.per_class == ref.per_class
+    assert rep.mean['coverage'] == 1.0
+    m, xy = class_metrics(f[y == 0], f[pick[:4]], k=4, tsne=True, tsne_iters=250)
+    assert xy[0].shape == (60, 2) and xy[1].shape == (4, 2) and 'diversity_tsne' in m
+
+def test_tsne_only_on_the_first_classes_and_means_over_those():
+    from mgd3.metrics import streamed_metrics
+    f, y, _ = blobs(k=3, per=10, classes=3)
+    reps = streamed_metrics(lambda c: f[y == c], {'a': lambda c: f[y == c][:3], 'b': lambda c: f[y == c][3:6]},
+                            range(3), feature_space='x', k=3, tsne_sets=['a'], tsne_classes=2, tsne_iters=250)
+    assert sorted(reps['a'].tsne) == [0, 1] and not reps['b'].tsne
+    assert 'diversity_tsne' in reps['a'].per_class[1] and 'diversity_tsne' not in reps['a'].per_class[2]
+    assert math.isfinite(reps['a'].mean['diversity_tsne']) and 'diversity_tsne' not in reps['b'].mean

@@ -125,3 +125,45 @@ def test_figures():
     assert len(fig.axes) == 2 * 3
     assert len(plot_cluster_sizes(ms).axes[0].lines) == 3            # 2 classes + the uniform line
     with pytest.raises(ValueError, match='nothing to show'): plot_modes(ms)
+
+
+def _planted_cache(tmp_path, C=5, n=40, k=4):
+    from mgd3.latents import LatentCache
+    from mgd3.data import DatasetSpec
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(C, k, 4, 4, 4, generator=g) * 3
+    spec = DatasetSpec('planted', tuple('abcde'[:C]), tuple(range(C)), tuple('abcde'[:C]), 32, 1, embedded=True)
+    cache = LatentCache.create(tmp_path, spec, {'split': 'train', 'image_size': 32, 'dtype': 'float32'})
+    for c in range(C):
+        z = centres[c].repeat_interleave(n // k, 0) + 0.1 * torch.randn(n, 4, 4, 4, generator=g)
+        cache.write_class(c, z[torch.randperm(n, generator=g)], torch.arange(n), None)
+    return cache
+
+@pytest.mark.parametrize('max_group_bytes', [1, 3 * 40 * 64 * 4, 2**31])   # one class, three classes, all per group
+def test_kmeans_torch_batched_over_groups_equals_one_class_at_a_time(tmp_path, max_group_bytes):
+    from mgd3.modes import discover_modes_cached, class_groups
+    cache = _planted_cache(tmp_path)
+    one = discover_modes_cached(cache, 4, method='kmeans-torch', device='cpu', batched=False)
+    grouped = discover_modes_cached(cache, 4, method='kmeans-torch', device='cpu', batched=True,
+                                    max_group_bytes=max_group_bytes)
+    assert grouped.meta['groups'] == len(class_groups(cache.counts(), 64, max_group_bytes)) and grouped.meta['device'] == 'cpu'
+    torch.testing.assert_close(grouped.centroids, one.centroids, rtol=0, atol=1e-5)
+    assert torch.equal(grouped.sizes, one.sizes) and torch.equal(grouped.closest, one.closest)
+    assert (grouped.closest // 40 == torch.arange(5)[:, None]).all()   # cache rows, class by class
+
+@pytest.mark.gpu
+def test_kmeans_torch_on_the_gpu_groups_classes(tmp_path):
+    from mgd3.modes import discover_modes_cached
+    cache = _planted_cache(tmp_path)
+    gpu = discover_modes_cached(cache, 4, method='kmeans-torch')   # device None: CUDA, batched
+    cpu = discover_modes_cached(cache, 4, method='kmeans-torch', device='cpu')
+    assert gpu.meta['device'].startswith('cuda') and gpu.meta['groups'] == 1
+    torch.testing.assert_close(gpu.centroids, cpu.centroids, rtol=0, atol=1e-4)
+    assert torch.equal(gpu.sizes, cpu.sizes) and torch.equal(gpu.closest, cpu.closest)
+
+def test_kmeans_stays_sklearn_one_class_at_a_time_whatever_the_device(tmp_path):
+    from mgd3.modes import discover_modes_cached
+    cache = _planted_cache(tmp_path)
+    a = discover_modes_cached(cache, 4, method='kmeans', device='cuda', batched=True)   # ignored for sklearn
+    b = discover_modes_cached(cache, 4)
+    assert torch.equal(a.centroids, b.centroids) and 'groups' not in a.meta

@@ -1,12 +1,13 @@
 """Execute notebooks in place and keep only the outputs worth reading in the documentation.
 
 Notebooks that plot keep their (small) figures so the documentation shows them. Progress-bar widgets and stderr
-are dropped (they mean nothing outside a live kernel), as is any output over `--max-kb`. Run it after editing a
+are dropped (they mean nothing outside a live kernel), as is any output over `--max-kb`. Cells marked
+`#| eval: false` (training the embedded model, hub downloads) are not run, as in `nbdev_test`. Run it after editing a
 plotting notebook, then `nbdev_clean` (which keeps outputs):
 
     OMP_NUM_THREADS=1 python tools/keep_outputs.py nbs/13_distill.ipynb && nbdev_clean
 """
-import argparse, json, subprocess, sys
+import argparse, json, re, subprocess, sys
 from pathlib import Path
 
 WIDGET = 'application/vnd.jupyter.widget-view+json'
@@ -28,9 +29,23 @@ def main():
     ap.add_argument('--max-kb', type=int, default=120, help='drop any single output larger than this')
     args = ap.parse_args()
     for nb_path in args.notebooks:
-        subprocess.run([sys.executable, '-m', 'jupyter', 'nbconvert', '--to', 'notebook', '--execute', '--inplace',
-                        '--ExecutePreprocessor.timeout=1800', str(nb_path)], check=True)
         nb = json.loads(nb_path.read_text())
+        skip = [c['cell_type'] == 'code' and re.search(r'^#\|\s*eval:\s*false', ''.join(c['source']), re.M)
+                for c in nb['cells']]
+        run_nb = json.loads(json.dumps(nb))
+        for cell, s in zip(run_nb['cells'], skip):
+            if s: cell['source'] = ['pass  # eval: false']
+        run_path = nb_path.with_name(f'.keep_outputs_{nb_path.name}')   # beside it: relative paths still work
+        run_path.write_text(json.dumps(run_nb))
+        try:
+            subprocess.run([sys.executable, '-m', 'jupyter', 'nbconvert', '--to', 'notebook', '--execute',
+                            '--inplace', '--ExecutePreprocessor.timeout=1800', str(run_path)], check=True)
+            ran = json.loads(run_path.read_text())
+        finally:
+            run_path.unlink(missing_ok=True)
+        for cell, done, s in zip(nb['cells'], ran['cells'], skip):
+            if cell['cell_type'] == 'code':
+                cell['outputs'] = [] if s else done.get('outputs', [])
         nb['metadata'].pop('widgets', None)   # the saved state of the progress bars
         dropped = 0
         for cell in nb['cells']:
