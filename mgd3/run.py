@@ -51,8 +51,9 @@ class RunLock:
                 raise RunLockedError(f"{self.folder} is being written by another mgd3 run ({self.holder()}); wait for "
                                      "it to finish, pass lock='wait' to queue behind it, or choose another "
                                      "out_dir") from None
-            logging.getLogger('mgd3').warning("%s is being written by another mgd3 run (%s); waiting for it to finish "
-                                              "(pass lock='fail' to stop instead)", self.folder, self.holder())
+            # a warning, not a log line: a queued run must say why it sits still even where logging is unconfigured
+            warnings.warn(f"{self.folder} is being written by another mgd3 run ({self.holder()}); waiting for it to "
+                          "finish (pass lock='fail' to stop instead)", stacklevel=3)
             self._lock.acquire()
         save_json(self.owner_path, {'pid': os.getpid(), 'host': socket.gethostname(),
                                     'since': datetime.now(timezone.utc).isoformat(timespec='seconds')})

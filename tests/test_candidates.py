@@ -20,6 +20,7 @@ def test_matching_at_ipc1_is_the_paper(tiny_mnist_pipeline, tmp_path):
     _run(tiny_mnist_pipeline, tmp_path / 'r', ['mgd3', 'mgd3_matched'], ipc=1)
     assert _hashes(tmp_path / 'r', 'mgd3_matched') == _hashes(tmp_path / 'r', 'mgd3')
 
+@pytest.mark.slow   # ~2 min on 2 cores (5 candidates × kill and resume); MGD3_RUN_SLOW=1 runs it
 def test_every_candidate_resumes_and_keeps_its_images(tiny_mnist_pipeline, tmp_path):
     methods = ['mgd3_clip', 'mgd3_adaptive', 'mgd3_matched', 'mgd3_semantic', 'mgd3_select']
     _run(tiny_mnist_pipeline, tmp_path / 'r', methods)

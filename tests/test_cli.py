@@ -104,6 +104,7 @@ def test_sweep_lists_the_points_of_a_grid_file(tmp_path, capsys):
     assert len(lines) == 2 and all('"ipc": 2' in l and '"stop_t": 10' in l for l in lines)
     assert '"mode_guidance_scale": 0.05' in lines[0] and '"mode_guidance_scale": 0.2' in lines[1]
 
+@pytest.mark.slow   # a 2-point sweep through the installed command (tests/test_sweep.py covers the sweep in CI)
 def test_sweep_runs_a_grid_from_the_command_line(tiny_mnist_pipeline, tmp_path):
     pytest.importorskip('mgd3.sweep', reason='mgd3.sweep (nbs/18_sweep.ipynb) is not in this mgd3')
     (tmp_path / 'grid.json').write_text('{"stop_t": [2]}')

@@ -47,7 +47,8 @@ def test_every_spec_is_consistent(name):
         assert all(in1k.wnids[i] == w for i, w in zip(s.class_ids, s.wnids))
 
 def test_registry_and_unknown_name():
-    assert set(list_datasets()) == {'imagenette', 'imagewoof', 'imageidc', 'imagenet100', 'imagenet1k', 'mnist5k'}
+    assert set(list_datasets()) == {'imagenette', 'imagewoof', 'imageidc', 'imagenet100', 'imagenet1k', 'mnist5k',
+                                    'mnist5k-val'}
     with pytest.raises(ValueError, match=r"unknown dataset 'nette'.*imagenette.*folder_spec"):
         dataset_spec('nette')
 
@@ -198,6 +199,10 @@ def test_mnist5k_through_the_dataset_api():
     b = next(class_images('mnist5k', None, 'train', 7, batch_size=400))
     assert torch.equal(((b.images + 1) * 127.5).round().to(torch.uint8), xtr[ytr == 7])
     assert next(class_images('mnist5k', None, 'train', 0, image_size=64)).images.shape[-1] == 64
-    with pytest.raises(ValueError, match='unknown split'): load_split('mnist5k', split='val')
+    xv, yv = load_split('mnist5k', split='val')   # the validation split: the last 40 train images of each class
+    assert xv.shape == (400, 1, 32, 32) and torch.bincount(yv).tolist() == [40] * 10
+    msg = r"mnist5k has no split 'holdout'; use one of \['train', 'test', 'fit', 'val'\]"
+    with pytest.raises(ValueError, match=msg):
+        load_split('mnist5k', split='holdout')
     rep = validate_dataset('mnist5k', None)
     assert rep.ok and rep.source == 'embedded' and rep.counts['test'] == {str(d): 100 for d in range(10)}

@@ -105,7 +105,8 @@ def test_labels_out_of_range(small):
 def test_unknown_preset_protocol_network_setting(small):
     x, y, test = small
     with pytest.raises(ValueError, match='valid presets'): evaluate((x, y), test, preset='cifar10')
-    with pytest.raises(ValueError, match="'hard' or 'soft'"): ev((x, y), test, protocol='mixed')
+    with pytest.raises(ValueError, match=r"unknown protocol 'mixed'; use one of \['hard', 'soft'\]"):
+        ev((x, y), test, protocol='mixed')
     with pytest.raises(ValueError, match='valid names'): ev((x, y), test, net='vit')
     with pytest.raises(ValueError, match='unknown evaluation settings'): ev((x, y), test, learning_rate=0.1)
 

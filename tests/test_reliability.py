@@ -179,6 +179,7 @@ def test_two_distill_processes_on_one_out_dir(ref, tmp_path):
     assert code == 0, (out, err[-2000:])
     assert (run / 'metrics.json').read_bytes() == (ref / 'ref_a' / 'metrics.json').read_bytes()
 
+@pytest.mark.slow   # two real distill processes, one queued (the fail-fast lock test stays in CI)
 def test_a_waiting_distill_runs_after_the_writer_finishes(ref, tmp_path):
     run = _copy(ref, tmp_path / 'run')
     (run / 'metrics.json').unlink()
