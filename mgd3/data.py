@@ -21,8 +21,8 @@ __all__ = ['MNIST5K_TRAIN_PER_CLASS', 'MNIST5K_TEST_PER_CLASS', 'MNIST5K_VAL_PER
            'mnist5k_split_indices', 'load_mnist5k', 'DatasetSpec', 'list_datasets', 'dataset_spec', 'read_class_list',
            'imagenet_subset_spec', 'load_embedded', 'center_crop_arr', 'UnreadableImageError', 'load_image',
            'to_model_range', 'flip_image', 'split_dir', 'class_files', 'folder_spec', 'ImageBatch', 'class_images',
-           'ImageFolderDataset', 'load_split', 'ImageSet', 'resize_center_crop', 'load_image_folder',
-           'ValidationReport', 'detect_source', 'validate_dataset', 'make_holdout_root']
+           'ImageFolderDataset', 'load_split', 'ImageSet', 'resize_center_crop', 'open_image_folder',
+           'load_image_folder', 'ValidationReport', 'detect_source', 'validate_dataset', 'make_holdout_root']
 
 # %% ../nbs/01_data.ipynb #3fcc6640
 MNIST5K_TRAIN_PER_CLASS, MNIST5K_TEST_PER_CLASS = 400, 100
@@ -362,12 +362,11 @@ def resize_center_crop(img:torch.Tensor, # uint8 `[C, H, W]`
     top, left = int(round((img.shape[-2] - size) / 2.0)), int(round((img.shape[-1] - size) / 2.0))
     return img[:, top:top + size, left:left + size]
 
-# %% ../nbs/01_data.ipynb #cc9fb17b
-def load_image_folder(root:str|Path, # an ImageFolder: root/<class>/<image>
-                      image_size:int|None=None, # resize + centre-crop every image to this; None: a common native size
-                      classes:list[str]|None=None, # read only these class folders, labelled in this order
-                     ) -> ImageSet:
-    "Decode an ImageFolder once into one uint8 tensor (RGB, or grey if the first image is grey)."
+# %% ../nbs/01_data.ipynb #22aed2b1
+def open_image_folder(root:str|Path, # an ImageFolder: root/<class>/<image>
+                      classes:list[str]|None=None, # keep only these class folders, labelled 0.. in this order
+                     ) -> tuple:
+    "torchvision's `ImageFolder` of `root` (no image decoded) restricted to `classes`, and the class names."
     from torchvision.datasets import ImageFolder
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"{root} is not a folder; pass an ImageFolder path "
@@ -375,12 +374,23 @@ def load_image_folder(root:str|Path, # an ImageFolder: root/<class>/<image>
     try: ds = ImageFolder(str(root))
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{root}: {e}; every class folder needs at least one image") from e
-    names = classes if classes is not None else ds.classes
+    names = list(classes) if classes is not None else list(ds.classes)
     missing = [c for c in names if c not in ds.class_to_idx]
     if missing: raise ValueError(f"{root} lacks class folders {missing[:5]}; point it at a folder with the train "
                                  "set's classes")
     keep = {ds.class_to_idx[c]: i for i, c in enumerate(names)}
-    samples = [(p, keep[y]) for p, y in ds.samples if y in keep]
+    ds.samples = ds.imgs = [(p, keep[y]) for p, y in ds.samples if y in keep]
+    ds.targets = [y for _, y in ds.samples]
+    return ds, names
+
+# %% ../nbs/01_data.ipynb #cc9fb17b
+def load_image_folder(root:str|Path, # an ImageFolder: root/<class>/<image>
+                      image_size:int|None=None, # resize + centre-crop every image to this; None: a common native size
+                      classes:list[str]|None=None, # read only these class folders, labelled in this order
+                     ) -> ImageSet:
+    "Decode an ImageFolder once into one uint8 tensor (RGB, or grey if the first image is grey)."
+    ds, names = open_image_folder(root, classes)
+    samples = ds.samples
     mode, imgs = None, []
     for p, _ in samples:
         with Image.open(p) as im:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .core import (pick_device, check_int, check_float, check_bool, check_choice, check_list, check_seed,
                        check_labels, check_str)
 from PIL import Image
-from .data import ImageSet, load_image_folder, resize_center_crop
+from .data import ImageSet, load_image_folder, open_image_folder, resize_center_crop
 from .evalnets import create_evalnet, Teacher, IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
@@ -62,20 +62,8 @@ class StreamedImageSet:
                  crop:int|None=None, # then centre-crop to this (the test transform's CenterCrop)
                  num_workers:int|None=None, # decoding processes (None: min(8, CPU cores); 0: in this process)
                 ):
-        from torchvision.datasets import ImageFolder
         root = Path(root)
-        if not root.is_dir(): raise FileNotFoundError(f"{root} is not a folder; pass an ImageFolder path "
-                                                      "(root/<class>/<image>) or (images, labels) tensors")
-        try: ds = ImageFolder(str(root))
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{root}: {e}; every class folder needs at least one image") from e
-        names = list(classes) if classes is not None else list(ds.classes)
-        missing = [c for c in names if c not in ds.class_to_idx]
-        if missing: raise ValueError(f"{root} lacks class folders {missing[:5]}; point it at a folder with the "
-                                     "train set's classes")
-        keep = {ds.class_to_idx[c]: i for i, c in enumerate(names)}
-        ds.samples = ds.imgs = [(p, keep[y]) for p, y in ds.samples if y in keep]
-        ds.targets = [y for _, y in ds.samples]
+        ds, names = open_image_folder(root, classes)   # the same checks and labels as `load_image_folder`
         with Image.open(ds.samples[0][0]) as im: mode = 'L' if im.mode in _GRAY_MODES else 'RGB'
         ds.loader, ds.transform = _Decode(mode), _ResizeCrop(image_size, crop)
         self.dataset, self.classes, self.root = ds, names, root
