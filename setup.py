@@ -16,6 +16,8 @@ Why each floor in settings.ini (measured in throwaway Python 3.10 venvs at the f
   filelock>=3.0.12               RunLock (one writer per run folder): FileLock.acquire(timeout=0), Timeout, and a killed
                                  holder's lock freed by the OS; two-process lock cases pass at 3.0.12
   scikit-learn>=1.5              TSNE(max_iter=) (n_iter before 1.5); joblib>=1.2 is scikit-learn 1.5's floor
+  scipy>=1.6                     imported directly (cdist in metrics, linear_sum_assignment in candidates); scikit-learn
+                                 1.5's own floor, so no install changes; not measured at 1.6 itself
   matplotlib>=3.8.4              first release for NumPy 2 (3.7 fails to import there; 3.8.0-3.8.3 cap numpy<2)
   sd: transformers>=5            tiny_text_backbone_folder builds CLIPTokenizer(vocab=, merges=), a transformers 5 API;
       diffusers>=0.35.2          older diffusers import FLAX_WEIGHTS_NAME, gone from transformers 5
