@@ -337,8 +337,7 @@ def check_choice(name:str, value, choices:Sequence, hint:str='') -> Any:
 def check_list(name:str, values, *, item:Callable|None=None, distinct:bool=False, hint:str='') -> tuple:
     "A non-empty list/tuple/range (a single str or int becomes a 1-tuple) whose items pass `item(name, v)`, as a tuple."
     if isinstance(values, (str, numbers.Integral)) and not isinstance(values, bool): values = (values,)
-    if isinstance(values, range): values = tuple(values)
-    if not isinstance(values, (list, tuple)):
+    if not isinstance(values, (list, tuple, range)):
         raise TypeError(f"{name} must be a list, got {values!r} ({type(values).__name__}){_fix(hint or 'pass a list')}")
     if not values: raise ValueError(f"{name} is empty; pass at least one value{_fix(hint)}")
     out = tuple(item(f"{name}[{i}]", v) if item else v for i, v in enumerate(values))

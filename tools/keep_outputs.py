@@ -43,17 +43,14 @@ def main():
             ran = json.loads(run_path.read_text())
         finally:
             run_path.unlink(missing_ok=True)
-        for cell, done, s in zip(nb['cells'], ran['cells'], skip):
-            if cell['cell_type'] == 'code':
-                cell['outputs'] = [] if s else done.get('outputs', [])
         nb['metadata'].pop('widgets', None)   # the saved state of the progress bars
         dropped = 0
-        for cell in nb['cells']:
+        for cell, done, s in zip(nb['cells'], ran['cells'], skip):
             if cell['cell_type'] != 'code':
                 continue
-            kept = [o for o in cell.get('outputs', []) if keep(o, args.max_kb)]
-            dropped += len(cell.get('outputs', [])) - len(kept)
-            cell['outputs'] = kept
+            outputs = [] if s else done.get('outputs', [])
+            cell['outputs'] = [o for o in outputs if keep(o, args.max_kb)]
+            dropped += len(outputs) - len(cell['outputs'])
         nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
         figs = sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
         print(f'{nb_path}: {figs} figures kept, {dropped} outputs dropped, {nb_path.stat().st_size // 1024} KB')
