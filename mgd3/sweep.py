@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 import numpy as np
-from .core import save_json, load_json, atomic_save, pick_device
+from .core import save_json, load_json, atomic_save, pick_device, Ledger
 from .data import dataset_spec, HOLDOUT_FILE, EMBEDDED_SPLITS
 from .config import DistillConfig
 from .run import Run
@@ -81,6 +81,7 @@ def link_shared(config:DistillConfig, # a point's resolved config
                 shared:str|Path, # the sweep's shared folder
                ) -> None:
     "Point the run's latents/ at the shared cache of its key, and copy in the shared modes of its key if any."
+    # the copies are recorded in the run's hash ledger, so the run takes them as its own finished files
     out, lkey = Path(config.out_dir), stage1_keys(config)[0]
     target = Path(shared)/'latents'/lkey
     target.mkdir(parents=True, exist_ok=True)
@@ -88,8 +89,9 @@ def link_shared(config:DistillConfig, # a point's resolved config
     link = out/'latents'
     if not link.is_symlink() and not link.exists(): link.symlink_to(os.path.relpath(target, out))
     store = _modes_store(config, shared)
-    for rel in _mode_files(config):
-        if (store/rel).exists() and not (out/rel).exists(): _copy(store/rel, out/rel)
+    with Ledger(out).recording():
+        for rel in _mode_files(config):
+            if (store/rel).exists() and not (out/rel).exists(): _copy(store/rel, out/rel)
 
 def _modes_store(config, shared): return Path(shared)/'modes'/stage1_keys(config)[1]
 
@@ -163,7 +165,7 @@ def _warm_stage1(points, device):
         if key in seen or p.complete: continue
         seen.add(key)
         link_shared(config, p.shared)
-        prepare(Run.open(config), pick_device(device or config.device))
+        with Run.writer(config) as run: prepare(run, pick_device(device or config.device))   # locked and recorded
         share_modes(config, p.shared)
 
 # %% ../nbs/18_sweep.ipynb #7b347320

@@ -1,6 +1,6 @@
 """mgd3.sweep on a tiny random backbone: shared stage 1, resumption point by point, the table, `select` without the
 test split, and nbs/sweep.ipynb under papermill (the sweep in CI on a tiny grid, quick settings)."""
-import json, os, subprocess, sys, time
+import json, os, subprocess, sys, time, warnings
 from pathlib import Path
 import pytest
 import mgd3
@@ -16,10 +16,19 @@ def _base(pipe):
 @pytest.fixture(scope='module')
 def finished(tiny_mnist_pipeline, tmp_path_factory):
     out = tmp_path_factory.mktemp('sweep') / 's'
-    return out, sweep({'mode_guidance_scale': [0.1, 0.3], 'stop_t': [0, 1]}, out, _base(tiny_mnist_pipeline))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        res = sweep({'mode_guidance_scale': [0.1, 0.3], 'stop_t': [0, 1]}, out, _base(tiny_mnist_pipeline))
+    return out, res, caught
+
+def test_shared_modes_are_recorded_as_the_points_own(finished):
+    out, _, caught = finished   # a copied-in modes file is no stranger to its run: no "predates recorded hashes"
+    assert not [w for w in caught if issubclass(w.category, mgd3.IntegrityWarning)], [str(w.message) for w in caught]
+    for p in (q for q in out.iterdir() if (q / 'metrics.json').exists()):
+        assert mgd3.Ledger(p).check(p / 'modes' / 'seed0.safetensors') is None
 
 def test_one_row_per_point_and_shared_stage1(finished):
-    out, res = finished
+    out, res, _ = finished
     assert [(r['mode_guidance_scale'], r['stop_t']) for r in res.rows] == [(0.1, 0), (0.1, 1), (0.3, 0), (0.3, 1)]
     assert all(r['method'] == 'mgd3' and r['n'] == 1 and 0 <= r['coverage_mean'] <= 1 for r in res.rows)
     assert len(list((out / 'shared' / 'latents').iterdir())) == 1
@@ -36,7 +45,7 @@ def test_one_row_per_point_and_shared_stage1(finished):
     assert man['config']['mode_guidance_scale'] == 0.3 and man['status'] == 'complete'
 
 def test_rerun_resumes_point_by_point(finished, tiny_mnist_pipeline):
-    out, res = finished
+    out, res, _ = finished
     stamps = {p: p.stat().st_mtime_ns for p in out.glob('*/metrics.json')}
     again = sweep({'mode_guidance_scale': [0.1, 0.3], 'stop_t': [0, 1]}, out, _base(tiny_mnist_pipeline))
     assert again.rows == res.rows   # a finished sweep is only read: no point ran again
