@@ -162,6 +162,12 @@ def class_set_images(folder:str|Path, # a distilled set (an ImageFolder: folder/
     return torch.stack(out)
 
 # %% ../nbs/13_distill.ipynb #0c200a6c
+def _seed_mean(vals) -> float:
+    "Mean over seeds of the finite values; NaN when there are none (e.g. diversity at IPC 1), without numpy's warning."
+    vals = np.asarray(vals, dtype=float)
+    vals = vals[~np.isnan(vals)]
+    return float(vals.mean()) if len(vals) else float('nan')
+
 def compute_metrics(run:Run, # the run
                     ctx:MethodContext, # from `prepare`
                     device:torch.device, # where the teacher runs
@@ -183,7 +189,7 @@ def compute_metrics(run:Run, # the run
     tsne = {}
     for m, ds in folders.items():
         reps = [reports[d].mean for d in ds]
-        res['methods'][m].update({k: float(np.nanmean([r.get(k, np.nan) for r in reps])) for k in reps[0]})
+        res['methods'][m].update({k: _seed_mean([r.get(k, np.nan) for r in reps]) for k in reps[0]})
         res['methods'][m]['per_seed'] = reps   # each evaluation's metrics, in eval_runs order (their spread over seeds)
         if reports[ds[0]].tsne: tsne[m] = reports[ds[0]]
     res['feature_space'] = space
