@@ -94,6 +94,7 @@ def list_datasets(filter:str='') -> list[str]: # fnmatch pattern, or a substring
     "Registered dataset names matching `filter`, sorted."
     return DATASETS.list(filter)
 
+# %% ../nbs/01_data.ipynb #160f77fb
 def dataset_spec(name:str|DatasetSpec) -> DatasetSpec:
     "The `DatasetSpec` registered as `name` (a spec is returned unchanged)."
     if isinstance(name, DatasetSpec): return name
@@ -221,6 +222,7 @@ def split_dir(root:str|Path, # dataset root
     raise FileNotFoundError(f"{root} has no {' or '.join(n + '/' for n in names)} folder; expected the layout "
                             f"root/{names[0]}/<class>/<image>, or pass split=None if {root} holds the classes directly")
 
+# %% ../nbs/01_data.ipynb #2c4c3b06
 def class_files(root:str|Path, split:str|None, wnid:str) -> list[Path]:
     "Sorted image files of one class folder."
     d = split_dir(root, split) / wnid
@@ -228,6 +230,7 @@ def class_files(root:str|Path, split:str|None, wnid:str) -> list[Path]:
                                                "to list every missing class")
     return sorted(p for p in d.iterdir() if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
 
+# %% ../nbs/01_data.ipynb #f679948b
 def folder_spec(root:str|Path, # folder with class subfolders (directly, or under train/)
                 name:str|None=None, # dataset name (default: the folder's name)
                 image_size:int=256, # resolution to encode/generate at
@@ -319,6 +322,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         x = to_model_range(load_image(path, self.image_size, self.spec.channels))
         return (x.flip(-1) if self.flip and flip_image(self.seed, c, j) else x), c
 
+# %% ../nbs/01_data.ipynb #b09d3dff
 def load_split(name:str|DatasetSpec, # dataset name or spec
                root:str|Path|None=None, # dataset root (None for mnist5k)
                split:str|None='train', # "train", "test" or "val"

@@ -25,11 +25,13 @@ def register_evalnet(fn:Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     EVALNETS[fn.__name__] = fn
     return fn
 
+# %% ../nbs/07_evalnets.ipynb #c408d140
 def list_evalnets(filter:str='', # keep only names containing this substring
                  ) -> list[str]:
     "Sorted names of the registered evaluation networks."
     return sorted(n for n in EVALNETS if filter in n)
 
+# %% ../nbs/07_evalnets.ipynb #39f6c314
 def create_evalnet(name:str, # a name from `list_evalnets()`
                    num_classes:int, # number of output classes
                    image_size:int, # input height = width in pixels
@@ -42,6 +44,7 @@ def create_evalnet(name:str, # a name from `list_evalnets()`
         raise ValueError(f"need num_classes >= 1 and image_size >= 8, got {num_classes}, {image_size}")
     return EVALNETS[name](num_classes=num_classes, image_size=image_size, in_chans=in_chans, **kwargs)
 
+# %% ../nbs/07_evalnets.ipynb #f73f10d0
 def instance_norm(channels:int) -> nn.Module:
     "Instance norm with a learned affine, written as GroupNorm with one group per channel (IDC's `instance` norm)."
     return nn.GroupNorm(channels, channels, affine=True)

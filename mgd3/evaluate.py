@@ -21,7 +21,7 @@ from .evalnets import create_evalnet, Teacher, IMAGENET_MEAN, IMAGENET_STD
 __all__ = ['STREAM_BYTES', 'IDC_EPOCHS', 'EVAL_PRESETS', 'RDED_BATCH', 'StreamedImageSet', 'image_shape', 'image_batches',
            'as_image_set', 'check_image_sets', 'prepare_test_set', 'cpu_single_thread', 'color_jitter', 'augment_batch',
            'normalize_batch', 'shuffle_patches', 'CutMixBatch', 'cutmix', 'mixed_targets', 'EvalConfig',
-           'get_eval_config', 'epochs_for', 'check_eval_config', 'rded_batch_size', 'resolve_config', 'EvalResult',
+           'check_eval_config', 'get_eval_config', 'epochs_for', 'rded_batch_size', 'resolve_config', 'EvalResult',
            'EvalSummary', 'summarize_results', 'eval_epochs', 'top1_accuracy', 'param_groups', 'make_optimizer',
            'train_and_eval', 'evaluate', 'train_teacher']
 
@@ -96,6 +96,7 @@ def image_shape(data) -> tuple:
     "`(C, H, W)` of the images of an `ImageSet` or a `StreamedImageSet`."
     return tuple(data.image_shape) if isinstance(data, StreamedImageSet) else tuple(data.images.shape[1:])
 
+# %% ../nbs/08_evaluate.ipynb #1fe962be
 def image_batches(data, # an `ImageSet` (images on any device) or a `StreamedImageSet`
                   index_batches:list, # one index tensor per batch
                   device:str|torch.device='cpu', # where the batches go
@@ -373,45 +374,6 @@ class EvalConfig:
     eval_after: float|None = None  # test only 0-based epochs > eval_after·E (RDED: 0.8); the last epoch always
     test_resize: int|None = None  # test: Resize(test_resize) → CenterCrop(image_size); None: Resize(image_size)
 
-EVAL_PRESETS = {
-    'imagenet': dict(soft_preset='rded'),
-    'rded': dict(labels='soft', image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, shuffle_patches=2,
-                 scale=(0.5, 1.0), flip=True, jitter=0.0, lighting=0.0, cutmix_beta=1.0, cutmix_prob=1.0,
-                 temperature=20.0, soft_epochs=300, soft_lr=1e-3, soft_weight_decay=0.01, decay_bias_and_norm=False,
-                 cosine_period=2.0, batch_rule='rded', extra_train_forward=True, eval_every=10, eval_after=0.8,
-                 test_resize=256),
-    'mnist5k': dict(image_size=32, mean=(0.1307,), std=(0.3081,), flip=False, lighting=0.0, temperature=4.0,
-                    epochs=50, soft_epochs=50, evals=10, jitter_style='clamped'),
-    'quick': dict(image_size=None, mean=None, std=None, flip=False, epochs=15, soft_epochs=15, evals=3, temperature=4.0,
-                  jitter_style='clamped'),
-}
-
-def get_eval_config(preset:str='imagenet', # a key of EVAL_PRESETS
-                    protocol:str|None=None, # 'hard', 'soft' (follows the preset's soft_preset) or None
-                    **overrides, # EvalConfig fields to change
-                   ) -> EvalConfig:
-    "The `EvalConfig` of a preset for a protocol, with overrides."
-    if not isinstance(preset, str) or preset not in EVAL_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(EVAL_PRESETS)}")
-    if protocol not in (None, 'hard', 'soft'): raise ValueError(f"unknown protocol {protocol!r}; use 'hard' or 'soft'")
-    fields = set(EvalConfig.__dataclass_fields__)
-    bad = sorted(set(overrides) - fields)
-    if bad: raise ValueError(f"unknown evaluation settings {bad}; valid ones: {sorted(fields)}")
-    name = preset
-    if protocol == 'soft': name = overrides.get('soft_preset', EVAL_PRESETS[preset].get('soft_preset')) or preset
-    if not isinstance(name, str) or name not in EVAL_PRESETS:
-        raise ValueError(f"soft_preset {name!r} is not a preset; valid presets: {sorted(EVAL_PRESETS)}")
-    cfg = check_eval_config(EvalConfig(**{**EVAL_PRESETS[name], **overrides, 'name': name}))
-    if protocol and cfg.labels not in (None, protocol):
-        raise ValueError(f"preset {name!r} is a {cfg.labels}-label protocol; pass protocol={cfg.labels!r}, or use "
-                         f"preset='imagenet' for {protocol} labels on ImageNet data")
-    return cfg
-
-def epochs_for(ipc:int, num_classes:int, table:tuple=IDC_EPOCHS) -> int:
-    "Training epochs by images per class and number of classes: IDC's `ipc_epoch` (third column for exactly 100)."
-    for max_ipc, epochs, epochs100 in table:
-        if max_ipc is None or ipc <= max_ipc: return epochs100 if num_classes == 100 else epochs
-
 # %% ../nbs/08_evaluate.ipynb #79357c7f
 _EVAL_RANGES = {   # field → (min, max) beyond its declared type; a None bound is open
     'image_size': (8, 4096), 'test_resize': (8, 4096), 'batch_size': (1, None), 'test_batch_size': (1, None),
@@ -460,6 +422,47 @@ def check_eval_config(cfg:EvalConfig) -> EvalConfig:
     if cfg.mean is not None and cfg.std is not None and len(cfg.mean) != len(cfg.std):
         raise ValueError(f"mean has {len(cfg.mean)} channels but std {len(cfg.std)}; pass one of each per channel")
     return cfg
+
+# %% ../nbs/08_evaluate.ipynb #df92ca08
+EVAL_PRESETS = {
+    'imagenet': dict(soft_preset='rded'),
+    'rded': dict(labels='soft', image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, shuffle_patches=2,
+                 scale=(0.5, 1.0), flip=True, jitter=0.0, lighting=0.0, cutmix_beta=1.0, cutmix_prob=1.0,
+                 temperature=20.0, soft_epochs=300, soft_lr=1e-3, soft_weight_decay=0.01, decay_bias_and_norm=False,
+                 cosine_period=2.0, batch_rule='rded', extra_train_forward=True, eval_every=10, eval_after=0.8,
+                 test_resize=256),
+    'mnist5k': dict(image_size=32, mean=(0.1307,), std=(0.3081,), flip=False, lighting=0.0, temperature=4.0,
+                    epochs=50, soft_epochs=50, evals=10, jitter_style='clamped'),
+    'quick': dict(image_size=None, mean=None, std=None, flip=False, epochs=15, soft_epochs=15, evals=3, temperature=4.0,
+                  jitter_style='clamped'),
+}
+
+def get_eval_config(preset:str='imagenet', # a key of EVAL_PRESETS
+                    protocol:str|None=None, # 'hard', 'soft' (follows the preset's soft_preset) or None
+                    **overrides, # EvalConfig fields to change
+                   ) -> EvalConfig:
+    "The `EvalConfig` of a preset for a protocol, with overrides."
+    if not isinstance(preset, str) or preset not in EVAL_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(EVAL_PRESETS)}")
+    if protocol not in (None, 'hard', 'soft'): raise ValueError(f"unknown protocol {protocol!r}; use 'hard' or 'soft'")
+    fields = set(EvalConfig.__dataclass_fields__)
+    bad = sorted(set(overrides) - fields)
+    if bad: raise ValueError(f"unknown evaluation settings {bad}; valid ones: {sorted(fields)}")
+    name = preset
+    if protocol == 'soft': name = overrides.get('soft_preset', EVAL_PRESETS[preset].get('soft_preset')) or preset
+    if not isinstance(name, str) or name not in EVAL_PRESETS:
+        raise ValueError(f"soft_preset {name!r} is not a preset; valid presets: {sorted(EVAL_PRESETS)}")
+    cfg = check_eval_config(EvalConfig(**{**EVAL_PRESETS[name], **overrides, 'name': name}))
+    if protocol and cfg.labels not in (None, protocol):
+        raise ValueError(f"preset {name!r} is a {cfg.labels}-label protocol; pass protocol={cfg.labels!r}, or use "
+                         f"preset='imagenet' for {protocol} labels on ImageNet data")
+    return cfg
+
+# %% ../nbs/08_evaluate.ipynb #b07fb6c5
+def epochs_for(ipc:int, num_classes:int, table:tuple=IDC_EPOCHS) -> int:
+    "Training epochs by images per class and number of classes: IDC's `ipc_epoch` (third column for exactly 100)."
+    for max_ipc, epochs, epochs100 in table:
+        if max_ipc is None or ipc <= max_ipc: return epochs100 if num_classes == 100 else epochs
 
 # %% ../nbs/08_evaluate.ipynb #6bc2ad53
 RDED_BATCH = ((1, 10), (10, 50), (50, 100))  # (IPC, batch size) in RDED's argument.py, ×2 for 100 or 1000 classes

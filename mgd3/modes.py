@@ -29,6 +29,7 @@ def list_mode_methods(filter:str='') -> list[str]: # fnmatch pattern, or a subst
     "Names of the registered mode-discovery methods matching `filter`."
     return MODE_METHODS.list(filter)
 
+# %% ../nbs/03_modes.ipynb #a2edc8ae
 def get_mode_method(name:str) -> Callable:
     "The mode-discovery function registered as `name`."
     return MODE_METHODS.get(name)

@@ -17,8 +17,8 @@ from .distill import distill, prepare
 
 # %% auto #0
 __all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'SWEEP_METRICS', 'grid_points', 'varied_keys', 'point_name', 'stage1_keys',
-           'link_shared', 'share_modes', 'SweepPoint', 'sweep_points', 'run_point', 'record_points', 'SweepResult',
-           'sweep', 'point_rows', 'markdown_table', 'write_results', 'sweep_table', 'plot_sweep', 'plot_heatmap',
+           'link_shared', 'share_modes', 'SweepPoint', 'sweep_points', 'run_point', 'record_points', 'point_rows',
+           'markdown_table', 'SweepResult', 'write_results', 'sweep_table', 'plot_sweep', 'plot_heatmap', 'sweep',
            'validation_data', 'Selection', 'choose', 'select']
 
 # %% ../nbs/18_sweep.ipynb #76aff210
@@ -156,18 +156,6 @@ def run_point(point:SweepPoint) -> Path:
     share_modes(config, point.shared)
     return point.out_dir
 
-def _warm_stage1(points, device):
-    "Make each modes key's latents and modes once, in this process (before workers start)."
-    seen = set()
-    for p in points:
-        config = p.config()
-        key = stage1_keys(config)[1]
-        if key in seen or p.complete: continue
-        seen.add(key)
-        link_shared(config, p.shared)
-        with Run.writer(config) as run: prepare(run, pick_device(device or config.device))   # locked and recorded
-        share_modes(config, p.shared)
-
 # %% ../nbs/18_sweep.ipynb #7b347320
 def record_points(out_dir:str|Path, # the sweep folder
                   points:Sequence[SweepPoint], # points to add to its record
@@ -181,39 +169,6 @@ def record_points(out_dir:str|Path, # the sweep folder
            'shared': os.path.relpath(points[0].shared, out) if points else old.get('shared', 'shared'),
            'points': {**old.get('points', {}), **{p.name: p.params for p in points}}}
     return save_json(out/'sweep.json', {**old, **{k: v for k, v in rec.items() if v is not None}})
-
-# %% ../nbs/18_sweep.ipynb #0399bcb1
-@dataclass
-class SweepResult:
-    "What `sweep` returns: the folder, the table's rows and the files written."
-    out_dir: Path
-    rows: list[dict]
-    csv: Path
-    markdown: Path
-    figures: list[Path] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-
-def sweep(grid:dict|Sequence[dict], # {parameter: [values]} (every combination), or a list of points
-          out_dir:str|Path, # the sweep folder: one run folder per point, shared/, table.csv, table.md, figures/
-          base:dict|None=None, # parameters every point shares (e.g. ipc, methods, seeds)
-          workers:int=1, # points run in parallel processes (1: in this process, in order)
-          figures:bool=True, # write the accuracy and coverage figures
-          shared:str|Path|None=None, # the shared stage-1 folder (None: out_dir/shared)
-         ) -> SweepResult:
-    "Run `distill` at every grid point (resumable point by point) and write one table and its figures."
-    out = Path(out_dir)
-    points = sweep_points(grid, out, base, shared)
-    record_points(out, points, grid, base)
-    todo = [p for p in points if not p.complete]
-    if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-        _warm_stage1(todo, (base or {}).get('device'))
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context('spawn')) as ex:
-            list(ex.map(run_point, todo))
-    else:
-        for p in todo: run_point(p)
-    return write_results(out, points, figures=figures)
 
 # %% ../nbs/18_sweep.ipynb #62b49e8c
 SWEEP_METRICS = ('coverage', 'diversity_raw', 'representativeness_raw')
@@ -255,6 +210,17 @@ def markdown_table(rows:list[dict], # table rows
                                               '/'.join(f'{a:.1f}' for a in r['acc']), cov, str(r['n'])]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
+
+# %% ../nbs/18_sweep.ipynb #0399bcb1
+@dataclass
+class SweepResult:
+    "What `sweep` returns: the folder, the table's rows and the files written."
+    out_dir: Path
+    rows: list[dict]
+    csv: Path
+    markdown: Path
+    figures: list[Path] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
 
 # %% ../nbs/18_sweep.ipynb #4037a64a
 def write_results(out_dir:str|Path, # the sweep folder
@@ -370,6 +336,41 @@ def plot_heatmap(rows:list[dict], # table rows
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/18_sweep.ipynb #7b0bf8e1
+def _warm_stage1(points, device):
+    "Make each modes key's latents and modes once, in this process (before workers start)."
+    seen = set()
+    for p in points:
+        config = p.config()
+        key = stage1_keys(config)[1]
+        if key in seen or p.complete: continue
+        seen.add(key)
+        link_shared(config, p.shared)
+        with Run.writer(config) as run: prepare(run, pick_device(device or config.device))   # locked and recorded
+        share_modes(config, p.shared)
+
+def sweep(grid:dict|Sequence[dict], # {parameter: [values]} (every combination), or a list of points
+          out_dir:str|Path, # the sweep folder: one run folder per point, shared/, table.csv, table.md, figures/
+          base:dict|None=None, # parameters every point shares (e.g. ipc, methods, seeds)
+          workers:int=1, # points run in parallel processes (1: in this process, in order)
+          figures:bool=True, # write the accuracy and coverage figures
+          shared:str|Path|None=None, # the shared stage-1 folder (None: out_dir/shared)
+         ) -> SweepResult:
+    "Run `distill` at every grid point (resumable point by point) and write one table and its figures."
+    out = Path(out_dir)
+    points = sweep_points(grid, out, base, shared)
+    record_points(out, points, grid, base)
+    todo = [p for p in points if not p.complete]
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        _warm_stage1(todo, (base or {}).get('device'))
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context('spawn')) as ex:
+            list(ex.map(run_point, todo))
+    else:
+        for p in todo: run_point(p)
+    return write_results(out, points, figures=figures)
 
 # %% ../nbs/18_sweep.ipynb #30141b37
 def validation_data(dataset:str, # the dataset the settings are for
