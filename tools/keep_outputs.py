@@ -1,9 +1,9 @@
 """Execute notebooks in place and keep only the outputs worth reading in the documentation.
 
 Notebooks that plot keep their (small) figures so the documentation shows them. Progress-bar widgets and stderr
-are dropped (they mean nothing outside a live kernel), as is any output over `--max-kb`. Cells marked
-`#| eval: false` (training the embedded model, hub downloads) are not run, as in `nbdev_test`. Run it after editing a
-plotting notebook, then `nbdev_clean` (which keeps outputs):
+are dropped (they mean nothing outside a live kernel), as are bare object reprs (`<function ...>`) and any output over
+`--max-kb`. Cells marked `#| eval: false` (training the embedded model, hub downloads) are not run, as in `nbdev_test`.
+Run it after editing a plotting notebook, then `nbdev_clean` (which keeps outputs):
 
     OMP_NUM_THREADS=1 python tools/keep_outputs.py nbs/13_distill.ipynb && nbdev_clean
 """
@@ -20,6 +20,8 @@ def keep(output, max_kb):
     data = output.get('data', {})
     if WIDGET in data:
         return False
+    if set(data) == {'text/plain'} and ''.join(data['text/plain']).startswith('<'):
+        return False   # an object's default repr (e.g. a registered function returned by its decorator)
     return len(json.dumps(output)) <= max_kb * 1024
 
 
