@@ -18,7 +18,7 @@ from .modes import ModeSet, discover_modes_cached, plot_modes
 from .methods import MethodContext, get_method
 from .evaluate import evaluate, EvalResult, summarize_results, get_eval_config, prepare_test_set
 from .evalnets import load_teacher, Teacher
-from .metrics import streamed_metrics, plot_tsne
+from .metrics import streamed_metrics, plot_tsne, _nanmean
 from .config import DistillConfig
 from .run import Run, verify_run, check_disk_space
 
@@ -162,12 +162,6 @@ def class_set_images(folder:str|Path, # a distilled set (an ImageFolder: folder/
     return torch.stack(out)
 
 # %% ../nbs/13_distill.ipynb #0c200a6c
-def _seed_mean(vals) -> float:
-    "Mean over seeds of the finite values; NaN when there are none (e.g. diversity at IPC 1), without numpy's warning."
-    vals = np.asarray(vals, dtype=float)
-    vals = vals[~np.isnan(vals)]
-    return float(vals.mean()) if len(vals) else float('nan')
-
 def compute_metrics(run:Run, # the run
                     ctx:MethodContext, # from `prepare`
                     device:torch.device, # where the teacher runs
@@ -189,7 +183,7 @@ def compute_metrics(run:Run, # the run
     tsne = {}
     for m, ds in folders.items():
         reps = [reports[d].mean for d in ds]
-        res['methods'][m].update({k: _seed_mean([r.get(k, np.nan) for r in reps]) for k in reps[0]})
+        res['methods'][m].update({k: _nanmean([r.get(k, np.nan) for r in reps]) for k in reps[0]})
         res['methods'][m]['per_seed'] = reps   # each evaluation's metrics, in eval_runs order (their spread over seeds)
         if reports[ds[0]].tsne: tsne[m] = reports[ds[0]]
     res['feature_space'] = space

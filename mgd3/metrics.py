@@ -151,6 +151,7 @@ class MetricsReport:
         return cls(per_class, mean, feature_space, dict(tsne or {}))
 
 def _nanmean(vals) -> float:
+    "Mean of the values that are not NaN; NaN when none is (e.g. diversity at IPC 1), without numpy's warning."
     vals = [v for v in vals if not np.isnan(v)]
     return float(np.mean(vals)) if vals else float('nan')
 
