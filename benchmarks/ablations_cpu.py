@@ -3,12 +3,16 @@ order, small enough for 2 CPU cores (the full plan for a GPU machine is benchmar
 
 Every point is one `mgd3.distill` run (ConvNet-3, hard labels, generation seeds 0/1/2, the paper's settings unless the
 point changes them); the sweeps share one stage-1 folder. In order:
-1. `ipc10-candidates`: the paper's mgd3, unguided, and every candidate of mgd3.candidates at IPC 10; clamped x0 and
-   plain mgd3 at lambda 0.2 and 0.3.
-2. `select-ipc10`: mgd3 over lambda x t_stop and mgd3_adaptive over lambda on `mnist5k-val` (the validation split; the
-   test split is never read), `mgd3.sweep.choose` picks one (`selected.json`), then `ipc10-selected` measures the choice
-   on the test split.
-3. `ipc1-candidates`, 4. `ipc10-ablations` (lambda, t_stop, mode method, DDIM), 5. `ipc50-candidates`.
+1. `ipc1-candidates`: the paper's mgd3, unguided, mgd3_no_stop and every candidate of mgd3.candidates at IPC 1;
+   clamped x0 and plain mgd3 at lambda 0.2.
+2. `ipc10-candidates`: the same at IPC 10, at lambda 0.1 only.
+3. `ipc1-ablations`: random real images, the modes alone, mgd3 at lambda 0.05/0.3/1.0 and t_stop 10/40 (IPC 1).
+4. `select-ipc1`: mgd3 over lambda x t_stop and mgd3_adaptive on `mnist5k-val` (the validation split; the test split is
+   never read), `mgd3.sweep.choose` picks one (`selected.json`), then `ipc1-selected` measures the choice on the test
+   split.
+5. `ipc50-candidates`: mgd3, mgd3_clip, unguided, mgd3_adaptive at IPC 50 (an estimated 30-40 minutes per point on one
+   core).
+6. `ipc1-more-ablations`: DDIM (unguided and mgd3) and the mode-discovery methods kmeans-closest and random (IPC 1).
 Stop it any time: rerunning resumes point by point; `--collect` writes the tables of the
 points finished so far. `--results DIR` copies each finished sweep's table.csv, table.md
 and selected.json into DIR (what the notebook reads).
@@ -45,6 +49,21 @@ def collect(name):
 
 def m(*names, **kw): return [{'methods': [n], **kw} for n in names]
 
+def selected(tag, ipc):
+    "Choose lambda and t_stop (or the adaptive stop) on mnist5k-val, then measure the choice on the test split."
+    say(f'start select-{tag}')
+    pts = ([{**PAPER, 'methods': ['mgd3'], 'mode_guidance_scale': lam, 'stop_t': st}
+            for lam in (0.05, 0.1, 0.2) for st in (0, 25)]
+           + [{**PAPER, 'methods': ['mgd3_adaptive'], 'mode_guidance_scale': 0.1, 'stop_t': 0}])
+    res = sweep(pts, out/f'select-{tag}', {**BASE, 'ipc': ipc, 'dataset': 'mnist5k-val'}, workers=W,
+                shared=out/'shared')
+    sel = choose(res)
+    save_json(out/f'select-{tag}'/'selected.json', {'params': sel.params, 'method': sel.method,
+                                                      'val_acc': sel.val_acc, 'val_std': sel.val_std})
+    collect(f'select-{tag}')
+    say(f'chose {sel.method} {sel.params} val {sel.val_acc:.2f}±{sel.val_std:.2f}')
+    bench(f'{tag}-selected', ipc, [{**PAPER, 'methods': [sel.method], **sel.params}])
+
 def main():
     global out, W, RESULTS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,28 +83,15 @@ def main():
             collect(d.name)
             say(f'{d.name}: {len(r.rows)} rows of {len(pts)} points')
         return
-    bench('ipc10-candidates', 10, m(*CAND) + m('mgd3_clip', 'mgd3', mode_guidance_scale=0.2)
-          + m('mgd3_clip', 'mgd3', mode_guidance_scale=0.3))
-    say('start select-ipc10')
-    sel_pts = ([{**PAPER, 'methods': ['mgd3'], 'mode_guidance_scale': lam, 'stop_t': st}
-                for lam in (0.05, 0.1, 0.2) for st in (0, 25)]
-               + [{**PAPER, 'methods': ['mgd3_adaptive'], 'mode_guidance_scale': lam, 'stop_t': 0}
-                  for lam in (0.1, 0.2)])
-    res = sweep(sel_pts, out/'select-ipc10', {**BASE, 'ipc': 10, 'dataset': 'mnist5k-val'}, workers=W,
-                shared=out/'shared')
-    sel = choose(res)
-    save_json(out/'select-ipc10'/'selected.json', {'params': sel.params, 'method': sel.method, 'val_acc': sel.val_acc,
-                                                    'val_std': sel.val_std})
-    collect('select-ipc10')
-    say(f'chose {sel.method} {sel.params} val {sel.val_acc:.2f}±{sel.val_std:.2f}')
-    bench('ipc10-selected', 10, [{'methods': [sel.method], **sel.params}])
     bench('ipc1-candidates', 1, m(*CAND, 'mgd3_no_stop') + m('mgd3_clip', 'mgd3', mode_guidance_scale=0.2))
-    bench('ipc10-ablations', 10, m('mgd3_no_stop', 'random_real', 'mode_discovery_only')
-          + [{'methods': ['mgd3'], 'mode_guidance_scale': lam} for lam in (0.05, 0.5, 1.0)]
-          + [{'methods': ['mgd3'], 'stop_t': s} for s in (0, 10, 40)]
-          + m('unguided', 'mgd3', sampler='ddim')
+    bench('ipc10-candidates', 10, m(*CAND, 'mgd3_no_stop'))
+    bench('ipc1-ablations', 1, m('random_real', 'mode_discovery_only')
+          + [{'methods': ['mgd3'], 'mode_guidance_scale': lam} for lam in (0.05, 0.3, 1.0)]
+          + [{'methods': ['mgd3'], 'stop_t': s} for s in (10, 40)])
+    selected('ipc1', 1)
+    bench('ipc50-candidates', 50, m('mgd3', 'mgd3_clip', 'unguided', 'mgd3_adaptive'))
+    bench('ipc1-more-ablations', 1, m('unguided', 'mgd3', sampler='ddim')
           + [{'methods': ['mgd3'], 'mode_method': mm} for mm in ('kmeans-closest', 'random')])
-    bench('ipc50-candidates', 50, m('mgd3', 'unguided', 'mgd3_clip', 'mgd3_adaptive'))
     say('all done')
 
 if __name__ == '__main__':
