@@ -11,8 +11,8 @@ point changes them); the sweeps share one stage-1 folder. In order:
 4. `select-ipc1`: mgd3 over lambda x t_stop and mgd3_adaptive on `mnist5k-val` (the validation split; the test split is
    never read), `mgd3.sweep.choose` picks one (`selected.json`), then `ipc1-selected` measures the choice on the test
    split.
-5. `ipc50-candidates`: mgd3, mgd3_no_stop, mgd3_adaptive, unguided, mgd3_clip at IPC 50 (an estimated 30-40 minutes per point on one
-   core).
+5. `ipc50-candidates`: mgd3, mgd3_no_stop, mgd3_adaptive, unguided, mgd3_clip at IPC 50 (about 17 minutes per point on
+   one core).
 6. `ipc1-more-ablations`: DDIM (unguided and mgd3) and the mode-discovery methods kmeans-closest and random (IPC 1).
 Stop it any time: rerunning resumes point by point; `--collect` writes the tables of the
 points finished so far. `--results DIR` copies each finished sweep's table.csv, table.md
