@@ -4,16 +4,18 @@ order, small enough for 2 CPU cores (the full plan for a GPU machine is benchmar
 Every point is one `mgd3.distill` run (ConvNet-3, hard labels, generation seeds 0/1/2, the paper's settings unless the
 point changes them); the sweeps share one stage-1 folder. In order:
 1. `ipc1-candidates`: the paper's mgd3, unguided, mgd3_no_stop and every candidate of mgd3.candidates at IPC 1;
-   clamped x0 and plain mgd3 at lambda 0.2.
+   clamped x0 at lambda 0.2 and 0.3, plain mgd3 at lambda 0.2.
 2. `ipc10-candidates`: the same at IPC 10, at lambda 0.1 only.
-3. `ipc1-ablations`: random real images, the modes alone, mgd3 at lambda 0.05/0.3 and t_stop 10/40 (IPC 1); at
-   lambda 1.0 the sampler diverges (SamplingDivergedError at step 18 of 50), which stops a sweep, so it is left out.
+3. `ipc1-ablations`: random real images, the modes alone, mgd3 at lambda 0.05/0.3/1.0 and t_stop 10/40 (IPC 1); at
+   lambda 1.0 the sampler diverges (SamplingDivergedError at step 18 of 50): the sweep records it as a failed row.
 4. `select-ipc1`: mgd3 over lambda x t_stop and mgd3_adaptive on `mnist5k-val` (the validation split; the test split is
    never read), `mgd3.sweep.choose` picks one (`selected.json`), then `ipc1-selected` measures the choice on the test
    split.
-5. `ipc50-candidates`: mgd3, mgd3_no_stop, mgd3_adaptive, unguided, mgd3_clip at IPC 50 (about 17 minutes per point on
-   one core).
-6. `ipc1-more-ablations`: DDIM (unguided and mgd3) and the mode-discovery methods kmeans-closest and random (IPC 1).
+5. `ipc1-more-ablations`: DDIM (unguided and mgd3) and the mode-discovery methods kmeans-closest and random (IPC 1).
+6. `ipc10-clip`: clamped x0 at lambda 0.2 and 0.3 (IPC 10).
+7. `ipc50-candidates`: mgd3, mgd3_no_stop, mgd3_adaptive, unguided and every candidate at IPC 50 (about 17 minutes
+   per point on one core; mgd3_select generates three candidates per image and costs more).
+8. `ipc50-clip`: clamped x0 at lambda 0.2 and 0.3 (IPC 50).
 Stop it any time: rerunning resumes point by point; `--collect` writes the tables of the
 points finished so far. `--results DIR` copies each finished sweep's table.csv, table.md
 and selected.json into DIR (what the notebook reads).
@@ -75,24 +77,26 @@ def main():
     args = ap.parse_args()
     out, W, RESULTS = Path(args.out), args.workers, args.results and Path(args.results)
     if args.collect:
-        from mgd3.sweep import write_results, SweepPoint
-        from mgd3.core import load_json
+        from mgd3.sweep import write_results, recorded_points
         for d in sorted(p.parent for p in out.glob('*/sweep.json')):
-            rec = load_json(d/'sweep.json')
-            pts = [SweepPoint(n, q, d/n, d/rec.get('shared', 'shared')) for n, q in rec['points'].items()]
+            pts = recorded_points(d)
             r = write_results(d, pts, figures=False)
             collect(d.name)
             say(f'{d.name}: {len(r.rows)} rows of {len(pts)} points')
         return
-    bench('ipc1-candidates', 1, m(*CAND, 'mgd3_no_stop') + m('mgd3_clip', 'mgd3', mode_guidance_scale=0.2))
+    bench('ipc1-candidates', 1, m(*CAND, 'mgd3_no_stop') + m('mgd3_clip', 'mgd3', mode_guidance_scale=0.2)
+          + m('mgd3_clip', mode_guidance_scale=0.3))
     bench('ipc10-candidates', 10, m(*CAND, 'mgd3_no_stop'))
     bench('ipc1-ablations', 1, m('random_real', 'mode_discovery_only')
-          + [{'methods': ['mgd3'], 'mode_guidance_scale': lam} for lam in (0.05, 0.3)]
+          + [{'methods': ['mgd3'], 'mode_guidance_scale': lam} for lam in (0.05, 0.3, 1.0)]
           + [{'methods': ['mgd3'], 'stop_t': s} for s in (10, 40)])
     selected('ipc1', 1)
-    bench('ipc50-candidates', 50, m('mgd3', 'mgd3_no_stop', 'mgd3_adaptive', 'unguided', 'mgd3_clip'))
     bench('ipc1-more-ablations', 1, m('unguided', 'mgd3', sampler='ddim')
           + [{'methods': ['mgd3'], 'mode_method': mm} for mm in ('kmeans-closest', 'random')])
+    bench('ipc10-clip', 10, [{'methods': ['mgd3_clip'], 'mode_guidance_scale': lam} for lam in (0.2, 0.3)])
+    bench('ipc50-candidates', 50, m('mgd3', 'mgd3_no_stop', 'mgd3_adaptive', 'unguided', 'mgd3_clip',
+                                    'mgd3_matched', 'mgd3_semantic', 'mgd3_select'))
+    bench('ipc50-clip', 50, [{'methods': ['mgd3_clip'], 'mode_guidance_scale': lam} for lam in (0.2, 0.3)])
     say('all done')
 
 if __name__ == '__main__':

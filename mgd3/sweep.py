@@ -4,22 +4,23 @@
 
 # %% ../nbs/18_sweep.ipynb #913b540d
 from __future__ import annotations
-import csv, hashlib, itertools, json, math, os, re, shutil
+import csv, hashlib, itertools, json, math, os, re, shutil, traceback, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 import numpy as np
-from .core import save_json, load_json, atomic_save, pick_device, Ledger
+from .core import save_json, load_json, atomic_save, pick_device, Ledger, check_choice
 from .data import dataset_spec, HOLDOUT_FILE, EMBEDDED_SPLITS
 from .config import DistillConfig
 from .run import Run
 from .distill import distill, prepare
 
 # %% auto #0
-__all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'SWEEP_METRICS', 'grid_points', 'varied_keys', 'point_name', 'stage1_keys',
-           'link_shared', 'share_modes', 'SweepPoint', 'sweep_points', 'run_point', 'record_points', 'point_rows',
-           'markdown_table', 'SweepResult', 'write_results', 'sweep_table', 'plot_sweep', 'plot_heatmap', 'sweep',
-           'validation_data', 'Selection', 'choose', 'select']
+__all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'FAILED', 'SWEEP_METRICS', 'grid_points', 'varied_keys', 'point_name',
+           'stage1_keys', 'link_shared', 'share_modes', 'SweepPoint', 'sweep_points', 'run_point', 'run_recorded',
+           'record_points', 'point_rows', 'failed_row', 'markdown_table', 'SweepResult', 'write_results',
+           'recorded_points', 'sweep_table', 'plot_sweep', 'plot_heatmap', 'sweep', 'validation_data', 'Selection',
+           'choose', 'select']
 
 # %% ../nbs/18_sweep.ipynb #76aff210
 _PARAMS = {f.name for f in fields(DistillConfig)}
@@ -113,6 +114,7 @@ def share_modes(config:DistillConfig, shared:str|Path) -> None:
 
 # %% ../nbs/18_sweep.ipynb #2dd1d2f8
 SWEEP_DEFAULTS = dict(tsne=False)   # what a sweep point changes from distill's defaults (nothing a result depends on)
+FAILED = 'failed.json'   # a point's record of the exception that stopped it (removed when the point is retried)
 
 @dataclass
 class SweepPoint:
@@ -128,6 +130,12 @@ class SweepPoint:
 
     @property
     def complete(self) -> bool: return (self.out_dir/'metrics.json').exists()
+
+    @property
+    def failure(self) -> dict|None:
+        "The recorded exception of an unfinished point (None: finished, not yet run, or running again)."
+        f = self.out_dir/FAILED
+        return None if self.complete or not f.exists() else load_json(f)
 
 # %% ../nbs/18_sweep.ipynb #4004f732
 def sweep_points(grid:dict|Sequence[dict], # {parameter: [values]} or a list of points
@@ -155,6 +163,20 @@ def run_point(point:SweepPoint) -> Path:
     distill(**{**SWEEP_DEFAULTS, **point.params, 'out_dir': str(point.out_dir)})
     share_modes(config, point.shared)
     return point.out_dir
+
+# %% ../nbs/18_sweep.ipynb #4547b298
+def run_recorded(point:SweepPoint) -> str|None:
+    "Run one point as `run_point` does, recording an exception in its `failed.json` instead of raising it."
+    failed = point.out_dir/FAILED
+    failed.unlink(missing_ok=True)   # a retried point starts clean
+    try:
+        run_point(point)
+        return None
+    except Exception as e:   # not KeyboardInterrupt or SystemExit: an interrupted sweep stops, and resumes
+        error = f'{type(e).__name__}: {e}'
+        point.out_dir.mkdir(parents=True, exist_ok=True)
+        save_json(failed, {'error': error, 'type': type(e).__name__, 'traceback': traceback.format_exc()})
+        return error
 
 # %% ../nbs/18_sweep.ipynb #7b347320
 def record_points(out_dir:str|Path, # the sweep folder
@@ -192,6 +214,15 @@ def point_rows(point:SweepPoint, # a finished point
             rows.append(r)
     return rows
 
+# %% ../nbs/18_sweep.ipynb #140fb4e2
+def failed_row(point:SweepPoint, # a point with a recorded failure
+               keys:Sequence[str], # the varied parameters (columns)
+              ) -> dict:
+    "The table row of a failed point: its parameters, its methods and the first line of the error."
+    methods = point.params.get('methods') or ['default methods']
+    return {'point': point.name, **{k: point.params.get(k, '') for k in keys}, 'method': '/'.join(methods),
+            'net': '', 'error': point.failure['error'].splitlines()[0]}
+
 # %% ../nbs/18_sweep.ipynb #e3a6258e
 def _cell(v) -> str:
     if isinstance(v, float): return 'nan' if math.isnan(v) else f'{v:.4g}'
@@ -200,6 +231,7 @@ def _cell(v) -> str:
 
 def markdown_table(rows:list[dict], # table rows
                    keys:Sequence[str], # the varied parameters
+                   failed:Sequence[dict]=(), # rows of failed points (`failed_row`), listed last with their error
                   ) -> str:
     "A markdown table: the varied parameters, method, net, accuracy and coverage as mean ± std over seeds."
     head = list(keys) + ['method', 'net', 'top-1 (%)', 'per seed', 'coverage', 'n']
@@ -208,6 +240,9 @@ def markdown_table(rows:list[dict], # table rows
         cov = '' if math.isnan(r['coverage_mean']) else f"{r['coverage_mean']:.3f} ± {r['coverage_std']:.3f}"
         cells = [_cell(r[k]) for k in keys] + [r['method'], r['net'], f"{r['acc_mean']:.1f} ± {r['acc_std']:.1f}",
                                               '/'.join(f'{a:.1f}' for a in r['acc']), cov, str(r['n'])]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    for r in failed:
+        cells = [_cell(r[k]) for k in keys] + [r['method'], r['net'], 'failed', r['error'].replace('|', '/'), '', '0']
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -221,30 +256,32 @@ class SweepResult:
     markdown: Path
     figures: list[Path] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list) # rows of the points that failed (`failed_row`)
 
 # %% ../nbs/18_sweep.ipynb #4037a64a
 def write_results(out_dir:str|Path, # the sweep folder
                   points:Sequence[SweepPoint], # its points (the unfinished are left out)
                   figures:bool=True, # also write the figures
                  ) -> SweepResult:
-    "Collect the finished points' rows into table.csv, table.md and the figures."
+    "Collect the finished points' rows (and the failed points') into table.csv, table.md and the figures."
     out = Path(out_dir)
     keys = varied_keys([p.params for p in points])
     rows = [r for p in points if p.complete for r in point_rows(p, keys)]
-    cols = list(dict.fromkeys(k for r in rows for k in r))
+    failed = [failed_row(p, keys) for p in points if p.failure]
+    cols = list(dict.fromkeys(k for r in rows + failed for k in r))
     def write_csv(tmp):
         with open(tmp, 'w', newline='') as f:
             w = csv.DictWriter(f, cols)
             w.writeheader()
-            for r in rows: w.writerow({k: _cell(v) for k, v in r.items()})
+            for r in rows + failed: w.writerow({k: _cell(v) for k, v in r.items()})
     csv_path = atomic_save(out/'table.csv', write_csv)
-    md = atomic_save(out/'table.md', lambda tmp: Path(tmp).write_text(markdown_table(rows, keys) + '\n'))
+    md = atomic_save(out/'table.md', lambda tmp: Path(tmp).write_text(markdown_table(rows, keys, failed) + '\n'))
     figs = []
     if figures and rows:
         for metric in ('acc', 'coverage'):
             fig = plot_sweep(rows, keys, metric)
             if fig is not None: figs.append(_save(fig, out/'figures'/f'{metric}.png'))
-    return SweepResult(out, rows, csv_path, md, figs, keys)
+    return SweepResult(out, rows, csv_path, md, figs, keys, failed)
 
 def _save(fig, path):
     import matplotlib.pyplot as plt
@@ -253,15 +290,21 @@ def _save(fig, path):
     return Path(path)
 
 # %% ../nbs/18_sweep.ipynb #1972d309
-def sweep_table(out_dir:str|Path) -> SweepResult:
-    "The table of a sweep folder (as written by `sweep`), from the points that finished; writes nothing new."
+def recorded_points(out_dir:str|Path) -> list[SweepPoint]:
+    "The points recorded in a sweep folder's `sweep.json` (finished or not), with their folders."
     out = Path(out_dir)
     rec = load_json(out/'sweep.json')
     shared = out/rec.get('shared', 'shared')
-    points = [SweepPoint(n, p, out/n, shared) for n, p in rec['points'].items()]
+    return [SweepPoint(n, p, out/n, shared) for n, p in rec['points'].items()]
+
+def sweep_table(out_dir:str|Path) -> SweepResult:
+    "The table of a sweep folder (as written by `sweep`), from the points that finished or failed; writes nothing."
+    out = Path(out_dir)
+    points = recorded_points(out)
     keys = varied_keys([p.params for p in points])
     rows = [r for p in points if p.complete for r in point_rows(p, keys)]
-    return SweepResult(out, rows, out/'table.csv', out/'table.md', sorted((out/'figures').glob('*.png')), keys)
+    return SweepResult(out, rows, out/'table.csv', out/'table.md', sorted((out/'figures').glob('*.png')), keys,
+                       [failed_row(p, keys) for p in points if p.failure])
 
 # %% ../nbs/18_sweep.ipynb #cda16f22
 _LABEL = {'acc': 'best top-1 (%)', 'coverage': 'mode coverage', 'diversity_raw': 'diversity',
@@ -347,7 +390,9 @@ def _warm_stage1(points, device):
         if key in seen or p.complete: continue
         seen.add(key)
         link_shared(config, p.shared)
-        with Run.writer(config) as run: prepare(run, pick_device(device or config.device))   # locked and recorded
+        try:
+            with Run.writer(config) as run: prepare(run, pick_device(device or config.device))   # locked, recorded
+        except Exception: continue   # the point's own run meets the same error, and records or raises it
         share_modes(config, p.shared)
 
 def sweep(grid:dict|Sequence[dict], # {parameter: [values]} (every combination), or a list of points
@@ -356,21 +401,30 @@ def sweep(grid:dict|Sequence[dict], # {parameter: [values]} (every combination),
           workers:int=1, # points run in parallel processes (1: in this process, in order)
           figures:bool=True, # write the accuracy and coverage figures
           shared:str|Path|None=None, # the shared stage-1 folder (None: out_dir/shared)
+          on_error:str='record', # a point that raises: 'record' it (failed.json, a table row) and go on, or 'raise'
          ) -> SweepResult:
     "Run `distill` at every grid point (resumable point by point) and write one table and its figures."
+    check_choice('on_error', on_error, ('record', 'raise'), hint="'record' goes on past a failing point")
     out = Path(out_dir)
     points = sweep_points(grid, out, base, shared)
+    for p in points: p.config()   # every point's parameters are checked before any point runs
     record_points(out, points, grid, base)
+    run = run_recorded if on_error == 'record' else run_point
     todo = [p for p in points if not p.complete]
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
         _warm_stage1(todo, (base or {}).get('device'))
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context('spawn')) as ex:
-            list(ex.map(run_point, todo))
+            list(ex.map(run, todo))
     else:
-        for p in todo: run_point(p)
-    return write_results(out, points, figures=figures)
+        for p in todo: run(p)
+    res = write_results(out, points, figures=figures)
+    if res.failed:
+        warnings.warn(f"{len(res.failed)} of {len(points)} sweep points failed and have no result ("
+                      + '; '.join(f"{r['point']}: {r['error']}" for r in res.failed) + f"); {res.markdown} lists "
+                      "them. Rerun sweep() to retry them (finished points are kept)", RuntimeWarning, stacklevel=2)
+    return res
 
 # %% ../nbs/18_sweep.ipynb #30141b37
 def validation_data(dataset:str, # the dataset the settings are for

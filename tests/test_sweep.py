@@ -59,6 +59,26 @@ def test_rerun_resumes_point_by_point(finished, tiny_mnist_pipeline):
     assert (out / 'lam0.3-stop0' / 'metrics.json').exists() and len(again.rows) == 4
     assert sweep_table(out).rows == again.rows
 
+def test_parallel_sweep_records_a_failing_point_and_goes_on(tiny_mnist_pipeline, tmp_path):
+    "workers=2 (spawned processes, stage 1 made first here): a diverging point is recorded, the others finish."
+    grid, out = {'mode_guidance_scale': [0.1, 1e20, 0.3]}, tmp_path / 's'
+    with pytest.warns(RuntimeWarning, match='1 of 3 sweep points failed'):
+        res = sweep(grid, out, _base(tiny_mnist_pipeline), workers=2, figures=False)
+    assert [r['mode_guidance_scale'] for r in res.rows] == [0.1, 0.3]
+    assert [r['point'] for r in res.failed] == ['lam1e+20']
+    assert res.failed[0]['error'].startswith('SamplingDivergedError: the ddpm sampler produced NaN')
+    assert json.loads((out / 'lam1e+20' / 'failed.json').read_text())['type'] == 'SamplingDivergedError'
+    assert len(list((out / 'shared' / 'modes').iterdir())) == 1
+    assert res.csv.read_text().splitlines()[-1].startswith('lam1e+20,1e+20,mgd3,,')
+    # a retried point that succeeds drops its failure record (a stale one stands in for an earlier failure here)
+    (out / 'lam0.3' / 'metrics.json').unlink()
+    (out / 'lam0.3' / 'failed.json').write_text(json.dumps({'error': 'MemoryError: earlier', 'type': 'MemoryError'}))
+    assert {r['point']: r['error'] for r in sweep_table(out).failed}['lam0.3'] == 'MemoryError: earlier'
+    with pytest.warns(RuntimeWarning, match='1 of 3 sweep points failed'):
+        again = sweep(grid, out, _base(tiny_mnist_pipeline), figures=False)
+    assert [r['point'] for r in again.failed] == ['lam1e+20'] and not (out / 'lam0.3' / 'failed.json').exists()
+    assert [r['mode_guidance_scale'] for r in again.rows] == [0.1, 0.3]
+
 def test_select_never_reads_the_test_split(tiny_mnist_pipeline, tmp_path, monkeypatch):
     real = mgd3.data.load_mnist5k
     def guarded(split='train'):
