@@ -13,8 +13,8 @@ from .sampler import ImageJob, generate, generate_to_folder, write_images, first
 from .methods import MethodContext, register_method
 
 # %% auto #0
-__all__ = ['guided_set', 'latent_bound', 'mgd3_clip', 'mode_radii', 'mgd3_adaptive', 'match_noise_to_modes', 'mgd3_matched',
-           'semantic_modes', 'mgd3_semantic', 'select_candidates', 'teacher_loss', 'mgd3_select']
+__all__ = ['guided_set', 'latent_bound', 'mgd3_clip', 'mode_radii', 'adaptive_radii', 'mgd3_adaptive', 'match_noise_to_modes',
+           'mgd3_matched', 'semantic_modes', 'mgd3_semantic', 'select_candidates', 'teacher_loss', 'mgd3_select']
 
 # %% ../nbs/19_candidates.ipynb #69259583
 def guided_set(ctx:MethodContext, # the run's context
@@ -66,13 +66,19 @@ def mode_radii(latents:torch.Tensor, # [n, d] one class's latents
         out[j] = float(torch.quantile(members, q)) if len(members) else 0.0
     return out
 
+# %% ../nbs/19_candidates.ipynb #982c22ef
+def adaptive_radii(ctx:MethodContext, # the run's context
+                   seed:int, # the generation seed (its modes, and the flips they saw)
+                  ) -> torch.Tensor:
+    "[C·ipc] the radius of each image's mode (`mode_radii`), in the order of `ctx.jobs(seed)`."
+    cents = ctx.modes_for(seed).centroids.flatten(2)
+    return torch.cat([mode_radii(_class_latents(ctx, c, seed), cents[c]) for c in range(len(cents))])
+
 # %% ../nbs/19_candidates.ipynb #edc1a1e1
 @register_method('mgd3_adaptive')
 def mgd3_adaptive(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance from the first step until each image's x̂₀ is within its mode's median member distance."
-    cents = ctx.modes_for(seed).centroids.flatten(2)
-    radius = torch.cat([mode_radii(_class_latents(ctx, c, seed), cents[c]) for c in range(len(cents))])
-    guided_set(ctx, seed, folder, radius=radius, stop_t=0)
+    guided_set(ctx, seed, folder, radius=adaptive_radii(ctx, seed), stop_t=0)
 
 # %% ../nbs/19_candidates.ipynb #3147bebf
 def match_noise_to_modes(x0:torch.Tensor, # [k, d] first-step x̂₀ of the class's k noises

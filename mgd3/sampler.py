@@ -5,7 +5,7 @@
 # %% ../nbs/06_sampler.ipynb #49f42d1a
 from __future__ import annotations
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 import torch
@@ -200,6 +200,7 @@ class ModeGuidance:
     stop_t: int = 25 # guide while the respaced step index is > stop_t
     x0_clip: float|None = None # clamp x̂₀ to ±x0_clip in the guidance term (None: unclamped, as the authors)
     stop_timestep: int|None = None # guide while the model timestep t > stop_timestep instead (the authors' SD rule)
+    guided_steps: torch.Tensor|None = field(default=None, init=False, compare=False, repr=False) # [B] steps so far
 
     def active(self, i:int, # the step (0 = noisiest)
                num_steps:int, # the number of sampling steps
@@ -215,8 +216,14 @@ class ModeGuidance:
         "λ of the current guided step: one float here; a variant may return one λ per image (`AdaptiveStop`)."
         return self.mode_guidance_scale
 
+    def pulled(self) -> torch.Tensor:
+        "[B] bool: the images the current guided step pulls (all of them here; `AdaptiveStop` drops stopped ones)."
+        return torch.ones(len(self.modes), dtype=torch.bool, device=self.modes.device)
+
     def observe(self, x0:torch.Tensor) -> None:
-        "Called with x̂₀ after each guided step; nothing here (a variant may update its state)."
+        "Called with x̂₀ after each guided step: counts the step in `guided_steps` for the images it pulled."
+        n = self.pulled().long()
+        self.guided_steps = n if self.guided_steps is None else self.guided_steps + n
 
 # %% ../nbs/06_sampler.ipynb #00fc5252
 @dataclass
@@ -233,10 +240,13 @@ class AdaptiveStop(ModeGuidance):
 
     def scale(self) -> torch.Tensor:
         "λ for the images still guided and 0 for the stopped ones, as [B, 1, 1, 1]."
-        return (self.mode_guidance_scale * (~self.stopped).float()).view(-1, 1, 1, 1)
+        return (self.mode_guidance_scale * self.pulled().float()).view(-1, 1, 1, 1)
+
+    def pulled(self) -> torch.Tensor: return ~self.stopped
 
     def observe(self, x0:torch.Tensor) -> None:
-        "Stop the images whose x̂₀ lies within their radius of their mode."
+        "Count the step, then stop the images whose x̂₀ lies within their radius of their mode."
+        super().observe(x0)
         self.stopped |= (x0.float() - self.modes).flatten(1).norm(dim=1) <= self.radius
 
 def make_guidance(modes:torch.Tensor, # [B, C, H, W] target modes of one batch
@@ -377,6 +387,7 @@ class Generated:
     images: torch.Tensor|None # [N, c, h, w] decoded images in [0, 1], or None when decode=False
     labels: torch.Tensor # [N] class ids
     seeds: list[int] # the seed of each image's generator
+    guided_steps: torch.Tensor|None = None # [N] steps at which mode guidance pulled each image (None: unguided)
 
 # %% ../nbs/06_sampler.ipynb #bbb49b68
 def _settings(settings:SamplerSettings|None, overrides:dict) -> SamplerSettings:
@@ -454,7 +465,7 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
     decoder = chunked(backbone.decode, settings.chunk_size)
     amp = (torch.autocast(dev.type, dtype=pick_dtype(settings.precision, dev)) if settings.precision != 'fp32'
            else torch.autocast(dev.type, enabled=False))
-    lat, imgs = [], []
+    lat, imgs, steps = [], [], []
     starts = range(0, len(labels), batch_size)
     for s in tqdm(starts, desc='sampling', unit='batch', disable=not progress or len(starts) < 2):
         y = labels[s:s + batch_size].to(dev)
@@ -472,8 +483,12 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
                                             f"start at {seeds[s]})") from None
             x = x.float()
             lat.append(x.cpu())
+            if guide is not None:
+                steps.append(torch.zeros(len(y), dtype=torch.long) if guide.guided_steps is None   # no step guided
+                             else guide.guided_steps.cpu())
             if decode: imgs.append(decoder(x).float().cpu())
-    return Generated(torch.cat(lat), torch.cat(imgs) if decode else None, labels, seeds)
+    return Generated(torch.cat(lat), torch.cat(imgs) if decode else None, labels, seeds,
+                     torch.cat(steps) if steps else None)
 
 # %% ../nbs/06_sampler.ipynb #0e1f50b1
 @torch.no_grad()
