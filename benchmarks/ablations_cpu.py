@@ -13,9 +13,11 @@ point changes them); the sweeps share one stage-1 folder. In order:
    split.
 5. `ipc1-more-ablations`: DDIM (unguided and mgd3) and the mode-discovery methods kmeans-closest and random (IPC 1).
 6. `ipc10-clip`: clamped x0 at lambda 0.2 and 0.3 (IPC 10).
-7. `ipc50-candidates`: mgd3, mgd3_no_stop, mgd3_adaptive, unguided and every candidate at IPC 50 (about 17 minutes
+7. `ipc10-more-ablations`: the paper's Tables 6 and 7 at their own IPC: DDIM (unguided and mgd3) and the mode-discovery
+   methods random, kmeans-closest and gmm (IPC 10; at IPC 1 one k-means centroid and one GMM mean are the same point).
+8. `ipc50-candidates`: mgd3, mgd3_no_stop, mgd3_adaptive, unguided and every candidate at IPC 50 (about 17 minutes
    per point on one core; mgd3_select generates three candidates per image and costs more).
-8. `ipc50-clip`: clamped x0 at lambda 0.2 and 0.3 (IPC 50).
+9. `ipc50-clip`: clamped x0 at lambda 0.2 and 0.3 (IPC 50).
 Stop it any time: rerunning resumes point by point; `--collect` writes the tables of the
 points finished so far. `--results DIR` copies each finished sweep's table.csv, table.md
 and selected.json into DIR (what the notebook reads).
@@ -94,6 +96,8 @@ def main():
     bench('ipc1-more-ablations', 1, m('unguided', 'mgd3', sampler='ddim')
           + [{'methods': ['mgd3'], 'mode_method': mm} for mm in ('kmeans-closest', 'random')])
     bench('ipc10-clip', 10, [{'methods': ['mgd3_clip'], 'mode_guidance_scale': lam} for lam in (0.2, 0.3)])
+    bench('ipc10-more-ablations', 10, m('unguided', 'mgd3', sampler='ddim')
+          + [{'methods': ['mgd3'], 'mode_method': mm} for mm in ('random', 'kmeans-closest', 'gmm')])
     bench('ipc50-candidates', 50, m('mgd3', 'mgd3_no_stop', 'mgd3_adaptive', 'unguided', 'mgd3_clip',
                                     'mgd3_matched', 'mgd3_semantic', 'mgd3_select'))
     bench('ipc50-clip', 50, [{'methods': ['mgd3_clip'], 'mode_guidance_scale': lam} for lam in (0.2, 0.3)])

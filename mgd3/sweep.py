@@ -18,7 +18,7 @@ from .distill import distill, prepare
 # %% auto #0
 __all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'FAILED', 'SWEEP_METRICS', 'grid_points', 'varied_keys', 'point_name',
            'stage1_keys', 'link_shared', 'share_modes', 'SweepPoint', 'sweep_points', 'run_point', 'run_recorded',
-           'record_points', 'point_rows', 'failed_row', 'markdown_table', 'SweepResult', 'write_results',
+           'record_points', 'point_rows', 'failed_row', 'markdown_table', 'SweepResult', 'table_rows', 'write_results',
            'recorded_points', 'sweep_table', 'plot_sweep', 'plot_heatmap', 'sweep', 'validation_data', 'Selection',
            'choose', 'select']
 
@@ -259,15 +259,20 @@ class SweepResult:
     failed: list[dict] = field(default_factory=list) # rows of the points that failed (`failed_row`)
 
 # %% ../nbs/18_sweep.ipynb #4037a64a
+def table_rows(points:Sequence[SweepPoint], # a sweep's points
+              ) -> tuple[list[str], list[dict], list[dict]]:
+    "(the varied parameters, the rows of the finished points, the rows of the failed ones)."
+    keys = varied_keys([p.params for p in points])
+    return (keys, [r for p in points if p.complete for r in point_rows(p, keys)],
+            [failed_row(p, keys) for p in points if p.failure])
+
 def write_results(out_dir:str|Path, # the sweep folder
                   points:Sequence[SweepPoint], # its points (the unfinished are left out)
                   figures:bool=True, # also write the figures
                  ) -> SweepResult:
     "Collect the finished points' rows (and the failed points') into table.csv, table.md and the figures."
     out = Path(out_dir)
-    keys = varied_keys([p.params for p in points])
-    rows = [r for p in points if p.complete for r in point_rows(p, keys)]
-    failed = [failed_row(p, keys) for p in points if p.failure]
+    keys, rows, failed = table_rows(points)
     cols = list(dict.fromkeys(k for r in rows + failed for k in r))
     def write_csv(tmp):
         with open(tmp, 'w', newline='') as f:
@@ -300,11 +305,8 @@ def recorded_points(out_dir:str|Path) -> list[SweepPoint]:
 def sweep_table(out_dir:str|Path) -> SweepResult:
     "The table of a sweep folder (as written by `sweep`), from the points that finished or failed; writes nothing."
     out = Path(out_dir)
-    points = recorded_points(out)
-    keys = varied_keys([p.params for p in points])
-    rows = [r for p in points if p.complete for r in point_rows(p, keys)]
-    return SweepResult(out, rows, out/'table.csv', out/'table.md', sorted((out/'figures').glob('*.png')), keys,
-                       [failed_row(p, keys) for p in points if p.failure])
+    keys, rows, failed = table_rows(recorded_points(out))
+    return SweepResult(out, rows, out/'table.csv', out/'table.md', sorted((out/'figures').glob('*.png')), keys, failed)
 
 # %% ../nbs/18_sweep.ipynb #cda16f22
 _LABEL = {'acc': 'best top-1 (%)', 'coverage': 'mode coverage', 'diversity_raw': 'diversity',
