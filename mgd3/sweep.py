@@ -187,9 +187,11 @@ def record_points(out_dir:str|Path, # the sweep folder
     "Add points to the sweep folder's `sweep.json` (points recorded earlier are kept): what `sweep_table` reads."
     out = Path(out_dir)
     old = load_json(out/'sweep.json') if (out/'sweep.json').exists() else {}
+    names = [p.name for p in points]   # JSON objects are written key-sorted: 'order' keeps these points' order first
     rec = {'grid': grid if isinstance(grid, dict) or grid is None else list(grid), 'base': dict(base or {}),
            'shared': os.path.relpath(points[0].shared, out) if points else old.get('shared', 'shared'),
-           'points': {**old.get('points', {}), **{p.name: p.params for p in points}}}
+           'points': {**old.get('points', {}), **{p.name: p.params for p in points}},
+           'order': names + [n for n in old.get('order') or sorted(old.get('points', {})) if n not in names]}
     return save_json(out/'sweep.json', {**old, **{k: v for k, v in rec.items() if v is not None}})
 
 # %% ../nbs/18_sweep.ipynb #62b49e8c
@@ -296,11 +298,11 @@ def _save(fig, path):
 
 # %% ../nbs/18_sweep.ipynb #1972d309
 def recorded_points(out_dir:str|Path) -> list[SweepPoint]:
-    "The points recorded in a sweep folder's `sweep.json` (finished or not), with their folders."
+    "The points recorded in a sweep folder's `sweep.json` (finished or not), in the order they were recorded."
     out = Path(out_dir)
     rec = load_json(out/'sweep.json')
     shared = out/rec.get('shared', 'shared')
-    return [SweepPoint(n, p, out/n, shared) for n, p in rec['points'].items()]
+    return [SweepPoint(n, rec['points'][n], out/n, shared) for n in rec.get('order') or sorted(rec['points'])]
 
 def sweep_table(out_dir:str|Path) -> SweepResult:
     "The table of a sweep folder (as written by `sweep`), from the points that finished or failed; writes nothing."
