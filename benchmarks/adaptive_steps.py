@@ -15,7 +15,7 @@ from mgd3.core import save_json, pick_device
 from mgd3.run import Run
 from mgd3.distill import prepare
 from mgd3.candidates import adaptive_radii
-from mgd3.sampler import generate
+from mgd3.sampler import generate, make_guidance
 
 def summary(steps:torch.Tensor, most:int) -> dict:
     "Distribution of the guided steps of a set of images; `most` is what a fixed t_stop = 0 guides."
@@ -30,7 +30,8 @@ def measure(ipc:int, scratch:str, seeds=(0, 1, 2)) -> dict:
                                        methods=['mgd3_adaptive'], tsne=False)
     with Run.writer(config) as run: ctx = prepare(run, pick_device('cpu'))
     settings = replace(ctx.settings, stop_t=0)
-    most = sum(settings.num_inference_steps - 1 - i > 0 for i in range(settings.num_inference_steps))
+    S = settings.num_inference_steps   # what a fixed t_stop = 0 guides (`mgd3_no_stop`), by the sampler's own rule
+    most = sum(make_guidance(torch.zeros(1, 1), settings).active(i, S) for i in range(S))
     out = {'most': most, 'seeds': {}}
     all_steps = []
     for seed in seeds:

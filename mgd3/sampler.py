@@ -200,7 +200,10 @@ class ModeGuidance:
     stop_t: int = 25 # guide while the respaced step index is > stop_t
     x0_clip: float|None = None # clamp x̂₀ to ±x0_clip in the guidance term (None: unclamped, as the authors)
     stop_timestep: int|None = None # guide while the model timestep t > stop_timestep instead (the authors' SD rule)
-    guided_steps: torch.Tensor|None = field(default=None, init=False, compare=False, repr=False) # [B] steps so far
+    guided_steps: torch.Tensor = field(init=False, compare=False, repr=False) # [B] steps that pulled each image so far
+
+    def __post_init__(self):
+        self.guided_steps = torch.zeros(len(self.modes), dtype=torch.long, device=self.modes.device)
 
     def active(self, i:int, # the step (0 = noisiest)
                num_steps:int, # the number of sampling steps
@@ -222,8 +225,7 @@ class ModeGuidance:
 
     def observe(self, x0:torch.Tensor) -> None:
         "Called with x̂₀ after each guided step: counts the step in `guided_steps` for the images it pulled."
-        n = self.pulled().long()
-        self.guided_steps = n if self.guided_steps is None else self.guided_steps + n
+        self.guided_steps += self.pulled().long()
 
 # %% ../nbs/06_sampler.ipynb #00fc5252
 @dataclass
@@ -232,6 +234,7 @@ class AdaptiveStop(ModeGuidance):
     radius: torch.Tensor|None = None # [B] each image's radius in latent space (required)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.radius is None or tuple(self.radius.shape) != (len(self.modes),):
             shape = None if self.radius is None else tuple(self.radius.shape)
             raise ValueError(f"AdaptiveStop needs one radius per image, shape ({len(self.modes)},), got {shape}")
@@ -483,9 +486,7 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
                                             f"start at {seeds[s]})") from None
             x = x.float()
             lat.append(x.cpu())
-            if guide is not None:
-                steps.append(torch.zeros(len(y), dtype=torch.long) if guide.guided_steps is None   # no step guided
-                             else guide.guided_steps.cpu())
+            if guide is not None: steps.append(guide.guided_steps.cpu())
             if decode: imgs.append(decoder(x).float().cpu())
     return Generated(torch.cat(lat), torch.cat(imgs) if decode else None, labels, seeds,
                      torch.cat(steps) if steps else None)
