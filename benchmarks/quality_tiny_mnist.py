@@ -9,7 +9,7 @@ Usage: OMP_NUM_THREADS=1 python benchmarks/quality_tiny_mnist.py OUT.json [--bac
 (about 20 minutes on one CPU core), e.g. OUT = benchmarks/results/quality-tiny-mnist-test.json."""
 import argparse, json, sys, time
 import torch
-from mgd3.tiny_mnist import measure_per_class, per_class_table
+from mgd3.quality import measure_per_class, per_class_table
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -8,7 +8,7 @@ On the embedded MNIST-5k benchmark (ConvNet-3, hard labels, the mnist5k preset, 
   scores on the held-out `val` split; the test split is never read) for `mgd3.sweep.choose`: λ × t_stop for `mgd3`
   and λ for `mgd3_adaptive`. The chosen setting is then measured on the test split as one more bench point
   (`selected.json` records which).
-- `<out>/quality-*.json`: per-class quality of each backbone (`mgd3.tiny_mnist.measure_per_class`).
+- `<out>/quality-*.json`: per-class quality of each backbone (`mgd3.quality.measure_per_class`).
 - `--train-v2`: trains a longer-trained tiny-mnist (`<out>/tiny-mnist-v2`), measures it beside the current one on
   the validation split, and runs its own bench/select points when its unguided samples train a better network there.
 
@@ -83,7 +83,7 @@ def _train_v2(out, tiny):
     return {'seconds': time.time() - t, 'quality': q.__dict__, 'device': dev}
 
 def _quality(backbone, split, tiny):
-    from mgd3.tiny_mnist import measure_per_class
+    from mgd3.quality import measure_per_class
     import torch
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     kw = dict(ipc=1, seeds=(0,), samples_per_class=2, epochs=1) if tiny else {}

@@ -24,6 +24,7 @@ from .tiny_mnist import *
 from .evalnets import *
 from .evaluate import *
 from .metrics import *
+from .quality import *
 from .methods import *
 from .config import *
 from .run import *

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'TABLE_PRESETS', 'TABLE_IPCS', 'REHEARSAL', 'rehearsal_params', 'paper_comparison']
+__all__ = ['PAPER_RESULTS', 'TABLE_PRESETS', 'TABLE_IPCS', 'paper_comparison']
 
 # %% ../nbs/14_paper.ipynb #00dde653
 def _rows(dataset, ipcs, protocol, nets, method, values):
@@ -75,32 +75,6 @@ TABLE_IPCS = {'table1-imagenette': (10, 20, 50), 'table1-imageidc': (10, 20, 50)
               'table3-imagenet1k-soft': (10, 50), 'table5-ablation': (10,), 'table8-imagewoof': (10, 20, 50),
               'table10-imagenet100-hard': (10, 20, 50, 100), 'table10-imagenet100-soft': (10, 20, 50, 100),
               'fig4-sd-imagenette': (10,)}
-
-# %% ../nbs/14_paper.ipynb #6445b099
-# toy counts for a rehearsal of a table preset: what the tests run in CI
-REHEARSAL = dict(ipc=1, seeds=[0], num_inference_steps=2, stop_t=0, epochs=1, chunk_size=16, batch_size=16,
-                 device='cpu')
-
-def rehearsal_params(preset:str, # a key of TABLE_PRESETS
-                     folder:str|Path, # where the fixtures and the run go
-                     **overrides, # run parameters that win over the preset and REHEARSAL (e.g. dataset, ipc)
-                    ) -> dict:
-    "`distill` parameters running `preset` on random components of the real shapes, at toy counts."
-    from mgd3.testing import imagenet_tree, dit_xl2_pipeline, random_teacher_weights
-    folder = Path(folder)
-    if preset not in TABLE_PRESETS: raise ValueError(f"unknown preset {preset!r}; valid ones: {sorted(TABLE_PRESETS)}")
-    table = TABLE_PRESETS[preset]
-    dataset = overrides.get('dataset', table['dataset'])
-    params = dict(REHEARSAL, preset=preset, data_root=str(imagenet_tree(folder/f'imagenet-{dataset}', dataset)),
-                  out_dir=str(folder/'runs'/f'{preset}-{dataset}'))
-    if str(table.get('backbone', '')).startswith('sd:'):
-        from mgd3.text2img import tiny_text_backbone_folder
-        sd = folder/'sd'
-        params['backbone'] = 'sd:' + str(sd if (sd/'model_index.json').exists() else tiny_text_backbone_folder(folder))
-    else: params['backbone'] = str(dit_xl2_pipeline(folder/'dit-xl-2-shaped'))
-    if table.get('teacher'):
-        params['teacher_weights'] = str(random_teacher_weights(folder/'teacher.safetensors', table['teacher']))
-    return {**params, **overrides}
 
 # %% ../nbs/14_paper.ipynb #18d0efac
 def paper_comparison(cfg, # the run's `DistillConfig`

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['TINY_RUN', 'tiny_mnist_pipeline', 'imagenet_tree', 'dit_xl2_pipeline', 'random_teacher_weights']
+__all__ = ['TINY_RUN', 'REHEARSAL', 'tiny_mnist_pipeline', 'imagenet_tree', 'dit_xl2_pipeline', 'random_teacher_weights',
+           'rehearsal_params']
 
 # %% ../nbs/98_testing.ipynb #77891ae9
 def tiny_mnist_pipeline(folder:str|Path, # where to write the pipeline (reused if it exists)
@@ -106,3 +107,29 @@ def random_teacher_weights(path:str|Path, # the safetensors file to write (reuse
         torch.manual_seed(seed)
         net = timm.create_model(model, pretrained=False, num_classes=num_classes)
     return save_tensors(path, net.state_dict())
+
+# %% ../nbs/98_testing.ipynb #6445b099
+# toy counts for a rehearsal of a table preset: what the tests run in CI
+REHEARSAL = dict(ipc=1, seeds=[0], num_inference_steps=2, stop_t=0, epochs=1, chunk_size=16, batch_size=16,
+                 device='cpu')
+
+def rehearsal_params(preset:str, # a key of TABLE_PRESETS
+                     folder:str|Path, # where the fixtures and the run go
+                     **overrides, # run parameters that win over the preset and REHEARSAL (e.g. dataset, ipc)
+                    ) -> dict:
+    "`distill` parameters running `preset` on random components of the real shapes, at toy counts."
+    from mgd3.paper import TABLE_PRESETS
+    folder = Path(folder)
+    if preset not in TABLE_PRESETS: raise ValueError(f"unknown preset {preset!r}; valid ones: {sorted(TABLE_PRESETS)}")
+    table = TABLE_PRESETS[preset]
+    dataset = overrides.get('dataset', table['dataset'])
+    params = dict(REHEARSAL, preset=preset, data_root=str(imagenet_tree(folder/f'imagenet-{dataset}', dataset)),
+                  out_dir=str(folder/'runs'/f'{preset}-{dataset}'))
+    if str(table.get('backbone', '')).startswith('sd:'):
+        from mgd3.text2img import tiny_text_backbone_folder
+        sd = folder/'sd'
+        params['backbone'] = 'sd:' + str(sd if (sd/'model_index.json').exists() else tiny_text_backbone_folder(folder))
+    else: params['backbone'] = str(dit_xl2_pipeline(folder/'dit-xl-2-shaped'))
+    if table.get('teacher'):
+        params['teacher_weights'] = str(random_teacher_weights(folder/'teacher.safetensors', table['teacher']))
+    return {**params, **overrides}

@@ -9,7 +9,7 @@ import pytest, torch
 from PIL import Image
 import mgd3
 from mgd3.testing import random_teacher_weights
-from mgd3.paper import rehearsal_params
+from mgd3.testing import rehearsal_params
 from mgd3.paper import TABLE_PRESETS
 
 @pytest.fixture(scope='module')

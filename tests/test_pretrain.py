@@ -8,7 +8,7 @@ from mgd3.backbone import ASSETS_DIR, load_backbone
 from mgd3.core import load_tensors
 from mgd3.pretrain import VAEConfig, DiTConfig, train_vae, train_dit, save_backbone_folder
 from mgd3.sampler import generate
-from mgd3.tiny_mnist import measure_tiny_mnist
+from mgd3.quality import measure_tiny_mnist
 
 VCFG = VAEConfig(block_out_channels=(8, 16), norm_num_groups=4, steps=3, batch_size=6, checkpoint_every=2)
 DCFG = DiTConfig(num_layers=2, num_attention_heads=2, attention_head_dim=8, steps=3, batch_size=6, checkpoint_every=2)
