@@ -97,32 +97,9 @@ def _record_write(path:Path, # the file's final path
 
 # %% ../nbs/00_core.ipynb #929fcb8a
 @contextlib.contextmanager
-def atomic_write(path:str|Path, # the final file path; parent folders are created
-                 mode:str='wb', # "wb" for bytes, "w" for text
-                ):
-    "Context manager yielding a file handle whose content appears at `path` only if the block succeeds."
-    path = Path(path)
-    try: path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise OSError(f"cannot create folder {path.parent} for {path.name}: {e.strerror}; "
-                                       "choose a writable location") from e
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        _record_write(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
-
-# %% ../nbs/00_core.ipynb #1985cd0f
-def atomic_save(path:str|Path, # the final file path
-                save_fn, # a function taking a temporary path and writing the file there (e.g. `img.save`)
-               ) -> Path:
-    "Run `save_fn(tmp_path)` in the target's folder, then rename the result to `path`."
-    path = Path(path)
+def _atomic_tmp(path:Path, # the final file path; parent folders are created
+               ):
+    "Yield a temporary path beside `path`, renamed to `path` if the block succeeds, else deleted (both writers' core)."
     try: path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise OSError(e.errno, f"cannot create folder {path.parent} for {path.name}: {e.strerror}; "
                                        "choose a writable location (or move the file in its way), then rerun") from e
@@ -130,7 +107,7 @@ def atomic_save(path:str|Path, # the final file path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
-        save_fn(tmp)
+        yield tmp
         _record_write(path, tmp)
         os.replace(tmp, path)
     except BaseException as e:
@@ -139,6 +116,24 @@ def atomic_save(path:str|Path, # the final file path
             raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}; free disk space or choose a writable "
                                    "location, then rerun (files already written are kept)") from e
         raise
+
+@contextlib.contextmanager
+def atomic_write(path:str|Path, # the final file path; parent folders are created
+                 mode:str='wb', # "wb" for bytes, "w" for text
+                ):
+    "Context manager yielding a file handle whose content appears at `path` only if the block succeeds."
+    with _atomic_tmp(Path(path)) as tmp, open(tmp, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+# %% ../nbs/00_core.ipynb #1985cd0f
+def atomic_save(path:str|Path, # the final file path
+                save_fn, # a function taking a temporary path and writing the file there (e.g. `img.save`)
+               ) -> Path:
+    "Run `save_fn(tmp_path)` in the target's folder, then rename the result to `path` (as `atomic_write`)."
+    path = Path(path)
+    with _atomic_tmp(path) as tmp: save_fn(tmp)
     return path
 
 # %% ../nbs/00_core.ipynb #9b21405c
