@@ -278,7 +278,7 @@ def check_finite_step(x:torch.Tensor, # the latents after step `i`
     bad = (~torch.isfinite(x.flatten(1))).any(1).nonzero().flatten().tolist()
     lam = 0.0 if guidance is None else guidance.mode_guidance_scale
     clip = None if guidance is None else guidance.x0_clip
-    on = 'on' if guidance is not None and guidance.active(i, num_steps) else 'off'
+    on = 'on' if guidance is not None and guidance.active(i, num_steps, t) else 'off'
     raise SamplingDivergedError(
         f"the {sampler} sampler produced NaN or infinite latents at step {i + 1} of {num_steps} (timestep {t}, mode "
         f"guidance {on}) in images {bad[:10]} of the batch, with mode_guidance_scale (λ) = {lam} and x0_clip = {clip}; "

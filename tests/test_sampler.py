@@ -6,7 +6,8 @@ import numpy as np, pytest, torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
 from mgd3.backbone import load_backbone
 from mgd3.sampler import (generate, generate_to_folder, ImageJob, ddpm_coefficients, authors_timesteps,
-                          ddpm_guided_step, dit_denoiser, sample_ddpm, ModeGuidance)
+                          ddpm_guided_step, dit_denoiser, sample_ddpm, ModeGuidance, SamplingDivergedError,
+                          check_finite_step)
 
 def _tiny_pipeline(tmp_path, scheduler=None, num_classes=1000):
     torch.manual_seed(0)
@@ -282,3 +283,15 @@ def test_image_size_resizes_like_the_authors_pil_call(tiny, tmp_path):
         native = Image.open(tmp_path / 'native' / 'a' / f'{k}.png')
         want = native.resize((5, 5), resample=Image.BICUBIC)
         assert np.array_equal(np.asarray(Image.open(tmp_path / 'small' / 'a' / f'{k}.png')), np.asarray(want))
+
+@pytest.mark.parametrize('sampler', ['ddpm', 'ddim'])
+def test_divergence_under_the_timestep_stop_rule_is_a_sampling_error(tiny, sampler):
+    "With the authors' SD stop rule (stop_timestep), a diverged step reports SamplingDivergedError, guidance on."
+    _, bb = tiny
+    modes = torch.full((1, 4, 8, 8), 1e30)   # finite inputs that overflow: a λ and modes far too large
+    with pytest.raises(SamplingDivergedError, match=r"at step 1 of 4 \(timestep \d+, mode guidance on\)"):
+        generate(bb, [1], seeds=[0], modes=modes, mode_guidance_scale=1e30, num_inference_steps=4, stop_timestep=500,
+                 sampler=sampler, variance='scheduler', decode=False, progress=False)
+    late = ModeGuidance(modes, 1e30, stop_timestep=500)   # the same rule decides "on" or "off" in the message
+    with pytest.raises(SamplingDivergedError, match=r"timestep 400, mode guidance off"):
+        check_finite_step(torch.full((1, 4, 8, 8), float('nan')), 3, 400, 4, late)
