@@ -2,8 +2,8 @@
 import errno, json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest, torch
-from mgd3.core import (atomic_save, atomic_write, item_generator, item_seed, save_tensors, load_tensors, Manifest, save_json,
-                       load_json, pick_dtype)
+from mgd3.core import (atomic_save, atomic_write, item_generator, item_seed, save_tensors, load_tensors, Manifest,
+                       save_json, load_json, pick_dtype)
 
 def test_killed_atomic_write_leaves_no_file(tmp_path):
     target = tmp_path / 'big.bin'
@@ -94,8 +94,8 @@ def test_disk_full_is_one_error_for_both_writers(tmp_path, write):
     write(tmp_path / 'old.bin', False)
     with pytest.raises(OSError) as info: write(tmp_path / 'a.bin', True)
     assert info.value.errno == errno.ENOSPC
-    assert str(info.value) == (f"[Errno 28] cannot write {tmp_path / 'a.bin'}: No space left on device; free disk space "
-                               "or choose a writable location, then rerun (files already written are kept)")
+    assert str(info.value) == (f"[Errno 28] cannot write {tmp_path / 'a.bin'}: No space left on device; free disk "
+                               "space or choose a writable location, then rerun (files already written are kept)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ['old.bin']   # no file, no temporary file left behind
 
 @pytest.mark.parametrize('write', [_via_atomic_write, _via_atomic_save], ids=['atomic_write', 'atomic_save'])

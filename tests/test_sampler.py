@@ -278,7 +278,7 @@ def test_image_size_resizes_like_the_authors_pil_call(tiny, tmp_path):
     _, bb = tiny
     jobs = [ImageJob('a', k, 1, 100 + k) for k in range(2)]
     generate_to_folder(bb, tmp_path / 'native', jobs, num_inference_steps=3, progress=False)
-    generate_to_folder(bb, tmp_path / 'small', jobs, num_inference_steps=3, progress=False, image_size=5)
+    generate_to_folder(bb, tmp_path / 'small', jobs, num_inference_steps=3, progress=False, save_size=5)
     for k in range(2):
         native = Image.open(tmp_path / 'native' / 'a' / f'{k}.png')
         want = native.resize((5, 5), resample=Image.BICUBIC)
