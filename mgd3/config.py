@@ -31,6 +31,7 @@ def param(default, # the parameter's default value (the paper's, where the paper
 METHODS = ('random_real', 'mode_discovery_only', 'unguided', 'mgd3_no_stop', 'mgd3')   # what a default run makes
 NOT_RESULTS = ('batch_size', 'device', 'out_dir', 'lock', 'tsne')   # change no image or number: not compared on resume
 LOCK_MODES = ('wait', 'fail')   # what a run does when another process is writing its out_dir
+_SAMPLER = SamplerSettings()   # the sampler's defaults are declared there, once; the run's fields take them
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -39,13 +40,14 @@ class DistillConfig:
     data_root: str|None = param(None, "ImageNet-style root with train/<wnid>/ and val/<wnid>/ (None for mnist5k)")
     ipc: int = param(10, "images per class")
     seeds: tuple = param((0, 1, 2), "generation seeds: one distilled set each")
-    mode_guidance_scale: float = param(0.1, "λ, the strength of mode guidance (paper: 0.1)")
-    stop_t: int = param(25, "stop guidance: guide while the respaced step index > stop_t (paper: 25 of 50)")
+    mode_guidance_scale: float = param(_SAMPLER.mode_guidance_scale, "λ, the strength of mode guidance (paper: 0.1)")
+    stop_t: int = param(_SAMPLER.stop_t,
+                        "stop guidance: guide while the respaced step index > stop_t (paper: 25 of 50)")
     stop_rule: str = param('auto', "'index' (stop_t), 'timestep' (stop_timestep), 'auto': 'timestep' for SD (authors)")
     stop_timestep: int = param(500, "the timestep rule: guide while the model timestep t > stop_timestep (SD: 500)")
-    guidance_scale: float = param(4.0, "classifier-free guidance (paper: 4.0 for DiT, 8.0 for SD)")
-    num_inference_steps: int = param(50, "DDPM steps (paper: 50)")
-    sampler: str = param('ddpm', "'ddpm' (the authors') or 'ddim' (Algorithm 1)")
+    guidance_scale: float = param(_SAMPLER.guidance_scale, "classifier-free guidance (paper: 4.0 for DiT, 8.0 for SD)")
+    num_inference_steps: int = param(_SAMPLER.num_inference_steps, "DDPM steps (paper: 50)")
+    sampler: str = param(_SAMPLER.sampler, "'ddpm' (the authors') or 'ddim' (Algorithm 1)")
     backbone: str|None = param(None, "None: 'tiny-mnist' for mnist5k, 'dit-xl-2-256' otherwise; 'sd:<folder>' for SD")
     vae: str|None = param(None, "a separate VAE folder or hub id (DiT-XL/2: stabilityai/sd-vae-ft-mse)")
     timestep_features: str|None = param(None, "DiT timestep features 'dit' or 'diffusers'; None: the backbone's own")
@@ -62,7 +64,7 @@ class DistillConfig:
     latent_dtype: str = param('float32', "storage dtype of the latent cache: 'float16'/'bfloat16' halve its disk")
     mode_flips: str = param('authors', "'authors': each seed's modes from randomly flipped images; 'none': one set")
     save_size: int|None = param(None, "side of the saved images; None: the backbone's (SD: 256, as the authors)")
-    chunk_size: int = param(64, "images per network call (fixed for bit-identical images)")
+    chunk_size: int = param(_SAMPLER.chunk_size, "images per network call (fixed for bit-identical images)")
     batch_size: int = param(64, "images sampled together (no effect on results)")
     device: str|None = param(None, "None: the best available")
     tsne: bool = param(True, "t-SNE-space metrics and figures (slow; sweeps turn them off; quick runs skip them)")

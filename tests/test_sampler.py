@@ -295,3 +295,16 @@ def test_divergence_under_the_timestep_stop_rule_is_a_sampling_error(tiny, sampl
     late = ModeGuidance(modes, 1e30, stop_timestep=500)   # the same rule decides "on" or "off" in the message
     with pytest.raises(SamplingDivergedError, match=r"timestep 400, mode guidance off"):
         check_finite_step(torch.full((1, 4, 8, 8), float('nan')), 3, 400, 4, late)
+
+def test_run_defaults_are_the_samplers():
+    "One place declares each sampler default: every SamplerSettings field a run shares has the same default there."
+    from dataclasses import fields
+    from mgd3.config import DistillConfig
+    from mgd3.sampler import SamplerSettings
+    run = {f.name: f.default for f in fields(DistillConfig)}
+    shared = [f.name for f in fields(SamplerSettings) if f.name in run and f.name != 'stop_timestep']
+    assert shared == ['mode_guidance_scale', 'stop_t', 'guidance_scale', 'num_inference_steps', 'sampler', 'chunk_size']
+    assert {n: run[n] for n in shared} == {n: getattr(SamplerSettings(), n) for n in shared}
+    # stop_timestep differs on purpose: the run keeps the authors' 500 for its timestep rule, the sampler's None
+    # means the step-index rule; a default run (the index rule) hands the sampler None
+    assert DistillConfig.from_params().sampler_settings() == SamplerSettings()
