@@ -18,8 +18,8 @@ from safetensors.torch import save_file, load_file, safe_open
 __all__ = ['ASSETS_DIR', 'SEED_MAX', 'pick_device', 'pick_dtype', 'item_seed', 'item_generator', 'atomic_write', 'atomic_save',
            'save_json', 'load_json', 'save_tensors', 'load_tensors', 'sha256_file', 'IntegrityWarning', 'Ledger',
            'Registry', 'check_int', 'check_float', 'check_choice', 'check_list', 'check_bool', 'check_str',
-           'check_path', 'check_seed', 'NonFiniteError', 'check_tensor', 'check_labels', 'package_versions',
-           'device_info', 'Manifest']
+           'check_path', 'check_seed', 'NonFiniteError', 'check_tensor', 'check_labels', 'or_none', 'check_fields',
+           'package_versions', 'device_info', 'Manifest']
 
 # %% ../nbs/00_core.ipynb #f1773b64
 _DEVICE_TYPES = ('cpu', 'cuda', 'mps')
@@ -420,6 +420,20 @@ def check_labels(name:str, value, hint:str='') -> torch.Tensor:
                         f"{_fix(hint or 'pass int class ids')}")
     for i, v in enumerate(value): check_int(f"{name}[{i}]", v, min=-2**63, max=2**63 - 1, hint=hint)
     return torch.tensor([int(v) for v in value], dtype=torch.long)
+
+# %% ../nbs/00_core.ipynb #b2a74621
+def or_none(rule:Callable, # a rule `rule(name, value)`
+           ) -> Callable:
+    "The rule that lets None through and checks any other value with `rule`."
+    return lambda name, value: value if value is None else rule(name, value)
+
+def check_fields(values:dict, # name → value, e.g. the checked function's `locals()` at its top
+                 rules:dict, # name → `rule(name, value)`, raising mgd3's own error for a bad value
+                ) -> dict:
+    "Check each named value with its rule, in the rules' order; returns name → the rule's result."
+    missing = [n for n in rules if n not in values]
+    if missing: raise TypeError(f"check_fields has rules for {missing}, which are not among the values given")
+    return {name: rule(name, values[name]) for name, rule in rules.items()}
 
 # %% ../nbs/00_core.ipynb #663584f4
 _VERSIONED = ('mgd3', 'torch', 'torchvision', 'diffusers', 'timm', 'scikit-learn', 'numpy', 'accelerate', 'safetensors')

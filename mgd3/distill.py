@@ -63,7 +63,7 @@ def prepare(run:Run, # the run
     text = cfg.backbone.startswith('sd:')
     with run.stage('encode'):
         cache = cache_latents(bb.vae, spec, cfg.data_root, run.latents_dir, image_size=bb.image_size, sample=text,
-                              mirrored=cfg.mode_flips == 'authors', dtype=cfg.latent_dtype)
+                              flips='both' if cfg.mode_flips == 'authors' else 'none', dtype=cfg.latent_dtype)
     with run.stage('modes'): seed_modes = run_modes(run, cache)
     label_ids = spec.class_ids if bb.num_classes > spec.num_classes else list(range(spec.num_classes))
     settings = replace(cfg.sampler_settings(), variance='learned' if bb.learned_sigma else 'scheduler')
