@@ -404,14 +404,17 @@ def _settings(settings:SamplerSettings|None, overrides:dict) -> SamplerSettings:
     return replace(settings or SamplerSettings(), **overrides)
 
 # %% ../nbs/06_sampler.ipynb #43a99be3
-def check_generate_args(backbone, # the backbone to sample
-                        labels:torch.Tensor, # [N] class ids
-                        seeds:list[int], # one per image
-                        modes:torch.Tensor|None, # [N, *latent_shape] or None
-                        settings:SamplerSettings, # already valid on its own
-                        batch_size:int, # images per batch
+from .core import check_fields
+
+_GENERATE_RULES = {'decode': check_bool, 'progress': check_bool,   # `generate`'s flags and batch size, by name
+                   'batch_size': lambda n, v: check_int(n, v, min=1)}
+
+def check_generate_args(args:dict, # `generate`'s arguments by name (its `locals()`): labels [N] and seeds (one per
+                                   # image) already checked, settings a `SamplerSettings`, modes [N, *latent] or None
                        ) -> None:
     "Check what `generate`'s inputs must satisfy together, with messages that name the problem and the fix."
+    check_fields(args, _GENERATE_RULES)
+    backbone, labels, seeds, modes, settings = (args[k] for k in ('backbone', 'labels', 'seeds', 'modes', 'settings'))
     if not all(hasattr(backbone, a) for a in ('num_classes', 'null_class', 'latent_shape', 'scheduler', 'decode')):
         raise TypeError(f"backbone must be a Backbone, got {type(backbone).__name__}; pass mgd3.load_backbone(...)")
     n = len(labels)
@@ -425,7 +428,6 @@ def check_generate_args(backbone, # the backbone to sample
     if settings.guidance_scale != 1 and backbone.null_class is None:
         raise ValueError("classifier-free guidance needs a null class but this backbone has none; "
                          "pass guidance_scale=1")
-    check_int('batch_size', batch_size, min=1)
     if modes is not None:
         settings.check_stop_t()
         check_tensor('modes', modes, finite=False, hint='pass one latent per image, e.g. a ModeSet\'s centroids')
@@ -452,9 +454,7 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
     settings = _settings(settings, overrides)
     labels = check_labels('labels', labels, hint='pass the backbone\'s class id of each image')
     seeds = list(check_list('seeds', seeds, item=lambda n, v: check_seed(n, v, max=2**64 - 1)))
-    check_bool('decode', decode)
-    check_bool('progress', progress)
-    check_generate_args(backbone, labels, seeds, modes, settings, batch_size)
+    check_generate_args(locals())
     dev = backbone.device
     scheduler_config = dict(backbone.scheduler.config)
     if settings.sampler == 'ddpm':
