@@ -156,15 +156,26 @@ def _declared_features(source:str|Path, # the registered entry's source, the fol
 # %% ../nbs/04_backbone.ipynb #596b69f2
 _MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-def _check_backbone_args(name_or_path, vae, device, dtype) -> None:
-    "Check `load_backbone`'s arguments (mgd3's own TypeError/ValueError naming each)."
-    check_path('name_or_path', name_or_path, hint=f"pass a registered name ({', '.join(list_backbones())}), a "
-                                                  "DiTPipeline folder or a hub id")
-    if vae is not None and not isinstance(vae, AutoencoderKL): check_path('vae', vae, hint='or an AutoencoderKL')
-    pick_device(device)
-    if dtype is not None and dtype not in _MODEL_DTYPES:
-        raise TypeError(f"dtype must be one of {list(_MODEL_DTYPES)}, got {dtype!r}; pass e.g. torch.bfloat16, or None "
-                        "(float32)")
+from .core import check_fields, or_none
+
+def _check_dtype(name:str, dtype):
+    if dtype not in _MODEL_DTYPES:
+        raise TypeError(f"{name} must be one of {list(_MODEL_DTYPES)}, got {dtype!r}; pass e.g. torch.bfloat16, or "
+                        "None (float32)")
+    return dtype
+
+_BACKBONE_RULES = {   # `load_backbone`'s arguments, by name (mgd3's own TypeError/ValueError naming each)
+    'name_or_path': lambda n, v: check_path(n, v, hint=f"pass a registered name ({', '.join(list_backbones())}), a "
+                                                       "DiTPipeline folder or a hub id"),
+    'vae': or_none(lambda n, v: v if isinstance(v, AutoencoderKL) else check_path(n, v, hint='or an AutoencoderKL')),
+    'device': lambda n, v: pick_device(v),
+    'dtype': or_none(_check_dtype),
+}
+
+def _check_backbone_args(args:dict, # `load_backbone`'s arguments by name (its `locals()`)
+                        ) -> None:
+    "Check `load_backbone`'s arguments by `_BACKBONE_RULES`."
+    check_fields(args, _BACKBONE_RULES)
 
 # %% ../nbs/04_backbone.ipynb #ce892b05
 def _vae_folder(vae:str|Path) -> tuple[Path, str|None]:
@@ -188,7 +199,7 @@ def load_backbone(name_or_path:str|Path, # a registered name ('tiny-mnist'), a D
                   timestep_features:str|None=None, # 'dit' or 'diffusers'; None: what the backbone declares
                  ) -> Backbone:
     "Load a class-conditional latent DiT, its VAE and a DiT-style DDPM scheduler as a `Backbone`."
-    _check_backbone_args(name_or_path, vae, device, dtype)
+    _check_backbone_args(locals())
     name = str(name_or_path)
     if timestep_features is not None: check_choice('timestep_features', timestep_features, tuple(TIMESTEP_FEATURES))
     entry = next((e for e in (f() for _, f in BACKBONES.items()) if str(e['source']) == name), None)

@@ -621,21 +621,30 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
     return EvalResult(max(accs), accs[-1], history, {}, time.perf_counter() - t0)
 
 # %% ../nbs/08_evaluate.ipynb #76a6c1d6
-def _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_classes, generation_seed, log,
-                         stream=None, num_workers=None):
-    "Check `evaluate`'s scalar arguments (mgd3's own TypeError/ValueError naming each)."
-    check_choice('protocol', protocol, ('hard', 'soft'), hint="'hard' (IDC) or 'soft' (RDED, needs teacher=)")
-    if epochs is not None: check_int('epochs', epochs, min=1, hint="pass epochs >= 1, or None (the preset's)")
-    check_seed('seed', seed)
-    if generation_seed is not None: check_seed('generation_seed', generation_seed)
-    if num_classes is not None:
-        check_int('num_classes', num_classes, min=1, hint='pass the class count, or None (counted from the labels)')
-    if log is not None and not callable(log):
-        raise TypeError(f"log must be a function, got {log!r}; pass e.g. print, or None")
-    if stream is not None: check_bool('stream', stream, hint='pass True, False, or None (stream large folders)')
-    if num_workers is not None:
-        check_int('num_workers', num_workers, min=0, hint='pass 0 (no worker processes), a count, or None')
-    if protocol == 'hard':
+from functools import partial
+from .core import check_fields, or_none
+
+def _check_callable(name:str, value) -> Callable:
+    if not callable(value): raise TypeError(f"{name} must be a function, got {value!r}; pass e.g. print, or None")
+    return value
+
+_EVALUATE_RULES = {   # `evaluate`'s scalar arguments, by name (mgd3's own TypeError/ValueError naming each)
+    'protocol': partial(check_choice, choices=('hard', 'soft'), hint="'hard' (IDC) or 'soft' (RDED, needs teacher=)"),
+    'epochs': or_none(partial(check_int, min=1, hint="pass epochs >= 1, or None (the preset's)")),
+    'seed': check_seed,
+    'generation_seed': or_none(check_seed),
+    'num_classes': or_none(partial(check_int, min=1, hint='pass the class count, or None (counted from the labels)')),
+    'log': or_none(_check_callable),
+    'stream': or_none(partial(check_bool, hint='pass True, False, or None (stream large folders)')),
+    'num_workers': or_none(partial(check_int, min=0, hint='pass 0 (no worker processes), a count, or None')),
+}
+
+def _check_evaluate_args(args:dict, # `evaluate`'s arguments by name (its `locals()`)
+                        ) -> None:
+    "Check `evaluate`'s arguments by `_EVALUATE_RULES`, then the soft-label ones against the protocol."
+    check_fields(args, _EVALUATE_RULES)
+    teacher, teacher_classes = args['teacher'], args['teacher_classes']
+    if args['protocol'] == 'hard':
         for name, v in (('teacher', teacher), ('teacher_classes', teacher_classes)):
             if v is not None: raise ValueError(f"{name}= is used only by the soft-label protocol; drop it, or pass "
                                                "protocol='soft'")
@@ -672,8 +681,7 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
              **overrides, # EvalConfig fields, e.g. lr=0.05
             ) -> EvalResult:
     "Train `net` on `train` with the hard- or soft-label protocol and test on `test`; best and final accuracy."
-    _check_evaluate_args(protocol, epochs, seed, teacher, teacher_classes, num_classes, generation_seed, log, stream,
-                         num_workers)
+    _check_evaluate_args(locals())
     explicit_classes = num_classes
     cfg = get_eval_config(preset, protocol=protocol, **overrides)
     device = pick_device(device)

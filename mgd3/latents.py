@@ -18,7 +18,7 @@ from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_
                        load_embedded, flip_image, _warn_skip)
 
 # %% auto #0
-__all__ = ['LATENT_DTYPES', 'load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache',
+__all__ = ['LATENT_DTYPES', 'FLIPS', 'load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache',
            'cache_latents', 'encode_dataset']
 
 # %% ../nbs/02_latents.ipynb #81d2c5af
@@ -171,7 +171,7 @@ class LatentCache:
     def with_flips(self, seed:int) -> 'LatentCache':
         "This (mirrored) cache for seed `seed`: image i of class c flipped if `flip_image(seed, c, i)`."
         if not self.mirrored:
-            raise ValueError(f"{self.folder} holds no flipped latents; encode with cache_latents(..., mirrored=True)")
+            raise ValueError(f"{self.folder} holds no flipped latents; encode with cache_latents(..., flips='both')")
         return replace(self, flip_seed=int(seed))
     def flipped_rows(self, c:int, file_index:torch.Tensor|None=None) -> torch.Tensor:
         "bool `[n_c]`: which of class `c`'s rows are seen flipped (all False without `flip_seed`)."
@@ -215,25 +215,45 @@ class LatentCache:
         return torch.stack(out)
 
 # %% ../nbs/02_latents.ipynb #c211f21c
-def _check_cache_args(vae, root, cache_dir, split, image_size, sample, flip, seed, batch_size, num_workers, classes,
-                      progress, num_classes:int) -> None:
-    "Check `cache_latents`' arguments (mgd3's own TypeError/ValueError naming each)."
+from functools import partial
+from .core import check_fields, or_none
+
+FLIPS = ('none', 'seeded', 'both')   # cache_latents' flips: none, seeded while encoding, both orientations stored
+
+def _check_vae(name:str, vae):
     if not (hasattr(vae, 'encode') and hasattr(vae, 'config') and hasattr(vae, 'parameters')):
-        raise TypeError(f"vae must be a diffusers AutoencoderKL, got {type(vae).__name__}; pass mgd3.load_vae(...)")
-    if root is not None: check_path('root', root, hint='or None for an embedded dataset')
-    check_path('cache_dir', cache_dir)
-    if split is not None and split not in ('train', 'val', 'validation', 'test'):
-        raise ValueError(f"unknown split {split!r}; use 'train', 'val', 'validation', 'test' or None")
-    if image_size is not None:
-        check_int('image_size', image_size, min=8, max=4096, hint="pass a side in pixels, or None (the dataset's)")
-    for name, v in (('sample', sample), ('flip', flip), ('progress', progress)): check_bool(name, v)
-    check_seed('seed', seed)
-    check_int('batch_size', batch_size, min=1, hint='pass images per encoder call, e.g. 32')
-    check_int('num_workers', num_workers, min=0, hint='pass 0 (no threads) or a thread count')
+        raise TypeError(f"{name} must be a diffusers AutoencoderKL, got {type(vae).__name__}; pass mgd3.load_vae(...)")
+    return vae
+
+def _check_split(name:str, split):
+    if split not in ('train', 'val', 'validation', 'test'):
+        raise ValueError(f"unknown {name} {split!r}; use 'train', 'val', 'validation', 'test' or None")
+    return split
+
+_CACHE_RULES = {   # `cache_latents`' arguments, by name (mgd3's own TypeError/ValueError naming each)
+    'vae': _check_vae,
+    'root': or_none(partial(check_path, hint='or None for an embedded dataset')),
+    'cache_dir': check_path,
+    'split': or_none(_check_split),
+    'image_size': or_none(partial(check_int, min=8, max=4096, hint="pass a side in pixels, or None (the dataset's)")),
+    'sample': check_bool,
+    'flips': partial(check_choice, choices=FLIPS, hint="'both' stores both orientations, for per-seed flips"),
+    'progress': check_bool,
+    'seed': check_seed,
+    'batch_size': partial(check_int, min=1, hint='pass images per encoder call, e.g. 32'),
+    'num_workers': partial(check_int, min=0, hint='pass 0 (no threads) or a thread count'),
+    'dtype': lambda _, v: check_choice('latent dtype', v, list(LATENT_DTYPES), hint="or 'float16' to halve the cache"),
+}
+
+def _check_cache_args(args:dict, # `cache_latents`' arguments by name (its `locals()`, with `spec` a DatasetSpec)
+                     ) -> None:
+    "Check `cache_latents`' arguments by `_CACHE_RULES`, then `classes` against the dataset's classes."
+    check_fields(args, _CACHE_RULES)
+    classes = args['classes']
     if classes is not None:
         if isinstance(classes, (str, bytes)) or not hasattr(classes, '__iter__'):
             raise TypeError(f"classes must be a list of class indices, got {classes!r}; pass a list, or None")
-        for i, c in enumerate(classes): check_int(f'classes[{i}]', c, min=0, max=num_classes - 1)
+        for i, c in enumerate(classes): check_int(f'classes[{i}]', c, min=0, max=args['spec'].num_classes - 1)
 
 # %% ../nbs/02_latents.ipynb #e7371f4f
 def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are used)
@@ -243,9 +263,9 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
                   split:str|None='train', # mode discovery uses the train split
                   image_size:int|None=None, # default: the spec's size (256 for ImageNet subsets)
                   sample:bool=False, # posterior sample instead of the mean (SD variant)
-                  flip:bool=False, # seeded horizontal flips (the authors' unseeded flip, made explicit)
+                  flips:str='none', # 'seeded': flip while encoding, as `seed` says (the authors' unseeded flip,
+                                    # made explicit); 'both': also store each image flipped, for `with_flips(seed)`
                   seed:int=0, # seed of flips and posterior samples
-                  mirrored:bool=False, # also encode each image flipped (`latents_mirrored`), for `with_flips(seed)`
                   batch_size:int=32, # images per encoder call
                   num_workers:int=0, # image-decoding threads
                   classes:Sequence[int]|None=None, # encode only these classes (default: all)
@@ -254,13 +274,9 @@ def cache_latents(vae, # a diffusers `AutoencoderKL` (its device and dtype are u
                  ) -> LatentCache:
     "Encode each class to a safetensors shard unless a valid one exists; memory is bounded by one class."
     spec = dataset_spec(spec)
-    _check_cache_args(vae, root, cache_dir, split, image_size, sample, flip, seed, batch_size, num_workers, classes,
-                      progress, spec.num_classes)
-    check_bool('mirrored', mirrored)
-    check_choice('latent dtype', dtype, list(LATENT_DTYPES), hint="or 'float16' to halve the cache")
+    _check_cache_args(locals())
     size = image_size or spec.image_size
-    if flip and mirrored: raise ValueError("flip=True flips at encoding time and mirrored=True encodes both "
-                                           "orientations; pass one of them (mirrored=True for per-seed flips)")
+    flip, mirrored = flips == 'seeded', flips == 'both'   # the cache key keeps its two entries
     key = {'dataset': spec.name, 'wnids': hashlib.sha256(' '.join(spec.wnids).encode()).hexdigest()[:16],
            'split': split, 'source': detect_source(root or '.', spec), 'vae': vae_identity(vae), 'image_size': size,
            'sample': sample, 'flip': flip, 'seed': seed if (sample or flip) else None, 'dtype': dtype, 'format': 1,

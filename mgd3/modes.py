@@ -79,14 +79,22 @@ def random_modes(x, k, seed):
 register_mode_method('kmeans-torch')(kmeans_torch_modes)
 
 # %% ../nbs/03_modes.ipynb #89e19542
-def _check_mode_args(ipc, seed, n_jobs) -> None:
-    "Check the scalar arguments of `discover_modes` and `discover_modes_cached`."
-    check_int('ipc', ipc, hint='pass ipc >= 1 (modes per class)')
-    check_seed('seed', seed)
+from .core import check_fields
+
+def _check_n_jobs(name:str, n_jobs) -> int:
     cores = os.cpu_count() or 1
-    if check_int('n_jobs', n_jobs, min=-cores, max=cores, hint=f'pass 1, a worker count up to {cores}, or -1 (all '
+    if check_int(name, n_jobs, min=-cores, max=cores, hint=f'pass 1, a worker count up to {cores}, or -1 (all '
                  'cores)') == 0:
-        raise ValueError("n_jobs=0 runs nothing; pass 1, a worker count, or -1 (all cores)")
+        raise ValueError(f"{name}=0 runs nothing; pass 1, a worker count, or -1 (all cores)")
+    return n_jobs
+
+_MODE_RULES = {'ipc': lambda n, v: check_int(n, v, hint='pass ipc >= 1 (modes per class)'), 'seed': check_seed,
+               'n_jobs': _check_n_jobs}   # the scalar arguments of `discover_modes` and `discover_modes_cached`
+
+def _check_mode_args(args:dict, # the arguments by name (the caller's `locals()`)
+                    ) -> None:
+    "Check the scalar arguments of `discover_modes` and `discover_modes_cached` by `_MODE_RULES`."
+    check_fields(args, _MODE_RULES)
 
 # %% ../nbs/03_modes.ipynb #53059e7a
 def _check_mode_data(latents, labels, num_classes, class_names) -> tuple[torch.Tensor, int]:
@@ -180,7 +188,7 @@ def discover_modes(latents:torch.Tensor, # [N, *latent_shape] latents (e.g. from
                    **method_kwargs, # passed to the method (e.g. covariance_type for gmm)
                   ) -> ModeSet:
     "Cluster each class's latents into `ipc` modes (paper §3.1) and stack them in label order."
-    _check_mode_args(ipc, seed, n_jobs)
+    _check_mode_args(locals())
     labels, C = _check_mode_data(latents, labels, num_classes, class_names)
     _check(method, torch.bincount(labels, minlength=C)[:C].tolist(), ipc, class_names)
     x = latents.detach().float().cpu().reshape(len(latents), -1).numpy()
@@ -236,7 +244,7 @@ def discover_modes_cached(cache, # a `LatentCache` (mgd3.latents), read one clas
     "`discover_modes` over a latent cache without loading it whole; `closest` indexes `cache.load()`'s order."
     if not all(hasattr(cache, a) for a in ('counts', 'class_latents', 'spec', 'key')):
         raise TypeError(f"cache must be a LatentCache, got {type(cache).__name__}; pass mgd3.cache_latents(...)")
-    _check_mode_args(ipc, seed, n_jobs)
+    _check_mode_args(locals())
     if batched is not None: check_bool('batched', batched, hint='pass True, False or None (batched on a GPU only)')
     check_int('max_group_bytes', max_group_bytes, min=1, hint='pass a byte count, e.g. 2**31')
     counts = cache.counts()

@@ -230,15 +230,15 @@ class ModeGuidance:
 # %% ../nbs/06_sampler.ipynb #00fc5252
 @dataclass
 class AdaptiveStop(ModeGuidance):
-    "Mode guidance that stops image k once ‖x̂₀ − m_k‖ ≤ radius[k] (tested after each guided step, then latched)."
-    radius: torch.Tensor|None = None # [B] each image's radius in latent space (required)
+    "Mode guidance that stops image k once ‖x̂₀ − m_k‖ ≤ mode_radius[k] (tested after each guided step, then latched)."
+    mode_radius: torch.Tensor|None = None # [B] each image's radius in latent space (required)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.radius is None or tuple(self.radius.shape) != (len(self.modes),):
-            shape = None if self.radius is None else tuple(self.radius.shape)
+        if self.mode_radius is None or tuple(self.mode_radius.shape) != (len(self.modes),):
+            shape = None if self.mode_radius is None else tuple(self.mode_radius.shape)
             raise ValueError(f"AdaptiveStop needs one radius per image, shape ({len(self.modes)},), got {shape}")
-        self.radius = self.radius.to(self.modes.device, torch.float32)
+        self.mode_radius = self.mode_radius.to(self.modes.device, torch.float32)
         self.stopped = torch.zeros(len(self.modes), dtype=torch.bool, device=self.modes.device)
 
     def scale(self) -> torch.Tensor:
@@ -250,17 +250,17 @@ class AdaptiveStop(ModeGuidance):
     def observe(self, x0:torch.Tensor) -> None:
         "Count the step, then stop the images whose x̂₀ lies within their radius of their mode."
         super().observe(x0)
-        self.stopped |= (x0.float() - self.modes).flatten(1).norm(dim=1) <= self.radius
+        self.stopped |= (x0.float() - self.modes).flatten(1).norm(dim=1) <= self.mode_radius
 
 def make_guidance(modes:torch.Tensor, # [B, C, H, W] target modes of one batch
                   settings:SamplerSettings, # λ, stop_t, x0_clip, stop_timestep
-                  radius:torch.Tensor|None=None, # [B] per-image radii (adaptive stop), or None
+                  mode_radius:torch.Tensor|None=None, # [B] per-image radii (adaptive stop), or None
                  ) -> ModeGuidance:
     "The guidance `generate` uses for a batch: `ModeGuidance`, or `AdaptiveStop` when radii are given."
-    if radius is None: return ModeGuidance(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
+    if mode_radius is None: return ModeGuidance(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
                                            settings.stop_timestep)
     return AdaptiveStop(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
-                        settings.stop_timestep, radius=torch.as_tensor(radius))
+                        settings.stop_timestep, mode_radius=torch.as_tensor(mode_radius))
 
 # %% ../nbs/06_sampler.ipynb #570af3d9
 class SamplingDivergedError(NonFiniteError):
@@ -278,7 +278,7 @@ def check_finite_step(x:torch.Tensor, # the latents after step `i`
     bad = (~torch.isfinite(x.flatten(1))).any(1).nonzero().flatten().tolist()
     lam = 0.0 if guidance is None else guidance.mode_guidance_scale
     clip = None if guidance is None else guidance.x0_clip
-    on = 'on' if guidance is not None and guidance.active(i, num_steps) else 'off'
+    on = 'on' if guidance is not None and guidance.active(i, num_steps, t) else 'off'
     raise SamplingDivergedError(
         f"the {sampler} sampler produced NaN or infinite latents at step {i + 1} of {num_steps} (timestep {t}, mode "
         f"guidance {on}) in images {bad[:10]} of the batch, with mode_guidance_scale (λ) = {lam} and x0_clip = {clip}; "
@@ -404,14 +404,17 @@ def _settings(settings:SamplerSettings|None, overrides:dict) -> SamplerSettings:
     return replace(settings or SamplerSettings(), **overrides)
 
 # %% ../nbs/06_sampler.ipynb #43a99be3
-def check_generate_args(backbone, # the backbone to sample
-                        labels:torch.Tensor, # [N] class ids
-                        seeds:list[int], # one per image
-                        modes:torch.Tensor|None, # [N, *latent_shape] or None
-                        settings:SamplerSettings, # already valid on its own
-                        batch_size:int, # images per batch
+from .core import check_fields
+
+_GENERATE_RULES = {'decode': check_bool, 'progress': check_bool,   # `generate`'s flags and batch size, by name
+                   'batch_size': lambda n, v: check_int(n, v, min=1)}
+
+def check_generate_args(args:dict, # `generate`'s arguments by name (its `locals()`): labels [N] and seeds (one per
+                                   # image) already checked, settings a `SamplerSettings`, modes [N, *latent] or None
                        ) -> None:
     "Check what `generate`'s inputs must satisfy together, with messages that name the problem and the fix."
+    check_fields(args, _GENERATE_RULES)
+    backbone, labels, seeds, modes, settings = (args[k] for k in ('backbone', 'labels', 'seeds', 'modes', 'settings'))
     if not all(hasattr(backbone, a) for a in ('num_classes', 'null_class', 'latent_shape', 'scheduler', 'decode')):
         raise TypeError(f"backbone must be a Backbone, got {type(backbone).__name__}; pass mgd3.load_backbone(...)")
     n = len(labels)
@@ -425,7 +428,6 @@ def check_generate_args(backbone, # the backbone to sample
     if settings.guidance_scale != 1 and backbone.null_class is None:
         raise ValueError("classifier-free guidance needs a null class but this backbone has none; "
                          "pass guidance_scale=1")
-    check_int('batch_size', batch_size, min=1)
     if modes is not None:
         settings.check_stop_t()
         check_tensor('modes', modes, finite=False, hint='pass one latent per image, e.g. a ModeSet\'s centroids')
@@ -452,9 +454,7 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
     settings = _settings(settings, overrides)
     labels = check_labels('labels', labels, hint='pass the backbone\'s class id of each image')
     seeds = list(check_list('seeds', seeds, item=lambda n, v: check_seed(n, v, max=2**64 - 1)))
-    check_bool('decode', decode)
-    check_bool('progress', progress)
-    check_generate_args(backbone, labels, seeds, modes, settings, batch_size)
+    check_generate_args(locals())
     dev = backbone.device
     scheduler_config = dict(backbone.scheduler.config)
     if settings.sampler == 'ddpm':
@@ -547,11 +547,11 @@ def to_uint8(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
 # %% ../nbs/06_sampler.ipynb #f13dd361
 def write_images(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
                  paths:Sequence[str|Path], # one PNG path per image
-                 image_size:int|None=None, # resize to image_size × image_size (PIL bicubic); None: as they are
+                 save_size:int|None=None, # resize to save_size × save_size (PIL bicubic); None: as they are
                 ) -> list[Path]:
     "Write each image as a PNG, atomically; a non-finite image is refused, never written."
     from PIL import Image
-    if image_size is not None: check_int('image_size', image_size, min=1)
+    if save_size is not None: check_int('save_size', save_size, min=1)
     if not torch.isfinite(images).all():
         bad = (~torch.isfinite(images.flatten(1))).any(1).nonzero().flatten().tolist()
         raise ValueError(f"images {bad[:10]} contain NaN or infinite values and were not written; the sampler diverged "
@@ -560,8 +560,8 @@ def write_images(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
     for img, p in zip(to_uint8(images.detach().cpu()), paths):
         arr = img.permute(1, 2, 0).numpy()
         pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-        if image_size is not None and pil.size != (image_size, image_size):
-            pil = pil.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        if save_size is not None and pil.size != (save_size, save_size):
+            pil = pil.resize((save_size, save_size), Image.Resampling.BICUBIC)
         out.append(atomic_save(p, lambda tmp, pil=pil: pil.save(tmp, format='PNG')))
     return out
 
@@ -575,7 +575,7 @@ def generate_to_folder(backbone, # a `Backbone`
                        batch_size:int=64, # images generated and written together
                        distributed:bool=False, # split the jobs across `accelerate`/`torchrun` processes
                        progress:bool=True, # progress bar
-                       image_size:int|None=None, # write the images resized to this side (None: as decoded)
+                       save_size:int|None=None, # write the images resized to this side (None: as decoded)
                        **overrides, # SamplerSettings fields, e.g. stop_t=0
                       ) -> list[Path]:
     "Generate the jobs' images that do not exist yet and write them as PNGs; returns this process's files."
@@ -592,5 +592,5 @@ def generate_to_folder(backbone, # a `Backbone`
         g = generate(backbone, [jobs[i].label for i in idx], seeds=[jobs[i].seed for i in idx],
                      modes=None if modes is None else modes[idx], settings=settings, batch_size=batch_size,
                      mode_radius=None if mode_radius is None else mode_radius[idx], progress=False)
-        written += write_images(g.images, [paths[i] for i in idx], image_size)
+        written += write_images(g.images, [paths[i] for i in idx], save_size)
     return written

@@ -45,3 +45,18 @@ def test_latent_bound_and_radii_are_data_driven():
     assert 990 < latent_bound(Cache()) <= 999
     z = torch.tensor([[0.], [1.], [3.], [10.], [12.]])
     assert mode_radii(z, torch.tensor([[0.], [11.]])).tolist() == [1.0, 1.0]
+
+def test_every_candidate_writes_at_the_runs_save_size(tiny_mnist_pipeline, tmp_path):
+    "save_size reaches every candidate's writer, as it reaches mgd3's (SD runs save 256 px, not the decoded 512)."
+    from PIL import Image
+    from mgd3.methods import MethodContext, get_method
+    bb = mgd3.load_backbone(tiny_mnist_pipeline, device='cpu')
+    cache = mgd3.cache_latents(bb.vae, 'mnist5k', None, tmp_path / 'latents', progress=False)
+    cfg = mgd3.DistillConfig.from_params(ipc=1, num_inference_steps=3, stop_t=1, teacher='mnist5k', save_size=12,
+                                         out_dir=str(tmp_path / 'run'))
+    ctx = MethodContext(cfg, mgd3.dataset_spec('mnist5k'), bb, cache, mgd3.discover_modes_cached(cache, 1),
+                        list(range(10)), cfg.sampler_settings())
+    methods = ['mgd3', 'mgd3_clip', 'mgd3_adaptive', 'mgd3_matched', 'mgd3_semantic', 'mgd3_select']
+    for m in methods: get_method(m).make(ctx, 0, tmp_path / m)
+    sizes = {m: {Image.open(p).size for p in (tmp_path / m).rglob('*.png')} for m in methods}
+    assert sizes == {m: {(12, 12)} for m in methods}

@@ -1,9 +1,9 @@
 """Behaviour of mgd3.core that needs processes or files: interrupted writes, seeding across processes, manifests."""
-import json, os, signal, subprocess, sys, textwrap, time
+import errno, json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest, torch
-from mgd3.core import (atomic_write, item_generator, item_seed, save_tensors, load_tensors, Manifest, save_json,
-                       load_json, pick_dtype)
+from mgd3.core import (atomic_save, atomic_write, item_generator, item_seed, save_tensors, load_tensors, Manifest,
+                       save_json, load_json, pick_dtype)
 
 def test_killed_atomic_write_leaves_no_file(tmp_path):
     target = tmp_path / 'big.bin'
@@ -76,3 +76,31 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
 def test_precision_choice():
     assert pick_dtype('bf16', 'cpu') == torch.bfloat16
     with pytest.raises(ValueError, match='fp16'): pick_dtype('fp16', 'cpu')
+
+def _write_then_fill(tmp):   # fault injection: the disk fills up after part of the file is written
+    Path(tmp).write_bytes(b'x')
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+def _via_atomic_write(path, fill):
+    with atomic_write(path) as f:
+        f.write(b'x')
+        if fill: raise OSError(errno.ENOSPC, 'No space left on device')
+
+def _via_atomic_save(path, fill):
+    atomic_save(path, _write_then_fill if fill else (lambda tmp: Path(tmp).write_bytes(b'x')))
+
+@pytest.mark.parametrize('write', [_via_atomic_write, _via_atomic_save], ids=['atomic_write', 'atomic_save'])
+def test_disk_full_is_one_error_for_both_writers(tmp_path, write):
+    write(tmp_path / 'old.bin', False)
+    with pytest.raises(OSError) as info: write(tmp_path / 'a.bin', True)
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == (f"[Errno 28] cannot write {tmp_path / 'a.bin'}: No space left on device; free disk "
+                               "space or choose a writable location, then rerun (files already written are kept)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['old.bin']   # no file, no temporary file left behind
+
+@pytest.mark.parametrize('write', [_via_atomic_write, _via_atomic_save], ids=['atomic_write', 'atomic_save'])
+def test_uncreatable_folder_is_one_error_for_both_writers(tmp_path, write):
+    (tmp_path / 'file').write_text('x')   # a regular file where a folder must go
+    with pytest.raises(OSError) as info: write(tmp_path / 'file' / 'a.bin', False)
+    assert info.value.errno is not None
+    assert 'choose a writable location (or move the file in its way), then rerun' in str(info.value)

@@ -32,3 +32,20 @@ def test_no_citation_of_files_outside_the_repository():
     files = [*DOCS, *(ROOT / 'nbs').glob('*.ipynb'), *(ROOT / 'mgd3').glob('*.py')]
     hits = [f'{f.relative_to(ROOT)}: {m.group(0)}' for f in files for m in OUTSIDE.finditer(f.read_text())]
     assert not hits, hits
+
+
+MODULES = sorted(p for p in (ROOT / 'mgd3').glob('*.py') if p.name != '_modidx.py')
+
+
+@pytest.mark.parametrize('module', MODULES, ids=lambda p: p.stem)
+def test_module_docstring_is_a_whole_sentence(module):
+    "Each module's docstring (its notebook's first subtitle line, as nbdev exports it) is a complete sentence."
+    import ast
+    body = ast.parse(module.read_text()).body   # __init__.py: nbdev writes `__version__` above the docstring
+    doc = next((e.value.value for e in body if isinstance(e, ast.Expr) and isinstance(e.value, ast.Constant)
+                and isinstance(e.value.value, str)), None)
+    assert doc, f'{module.name} has no module docstring: give its notebook a `> subtitle` line'
+    assert '\n' not in doc and doc[0].isupper() and doc.endswith('.'), (
+        f"{module.name}'s docstring is not one whole sentence ending with a period: {doc!r}; nbdev takes the first "
+        "`> ` line of the notebook's title cell, so make that line a sentence of its own")
+    assert doc.count('`') % 2 == 0 and doc.count('(') == doc.count(')'), f'{module.name}: unbalanced quoting in {doc!r}'

@@ -103,7 +103,7 @@ def test_changed_class_folder_is_reencoded(tree, tmp_path):
     again = cache_latents(vae, SUB, tree, tmp_path / 'cache', progress=False)
     assert again.fresh == (1,) and again.counts()[1] == COUNTS[1] + 1
 
-@pytest.mark.parametrize('change', [dict(image_size=32), dict(sample=True), dict(flip=True), dict(split=None)])
+@pytest.mark.parametrize('change', [dict(image_size=32), dict(sample=True), dict(flips='seeded'), dict(split=None)])
 def test_options_change_the_cache_key(tree, tmp_path, change):
     vae = tiny_vae(); base = cache_latents(vae, SUB, tree, tmp_path / 'c', classes=[0], progress=False)
     root = tree / 'train' if change.get('split', 'x') is None else tree
@@ -117,8 +117,8 @@ def test_other_vae_gets_its_own_cache(tree, tmp_path):
 
 def test_sampled_and_flipped_cache_is_reproducible(tree, tmp_path):
     vae = tiny_vae()
-    a = cache_latents(vae, SUB, tree, tmp_path / 'a', sample=True, flip=True, seed=3, batch_size=2, progress=False)
-    b = cache_latents(vae, SUB, tree, tmp_path / 'b', sample=True, flip=True, seed=3, batch_size=5, progress=False)
+    a = cache_latents(vae, SUB, tree, tmp_path / 'a', sample=True, flips='seeded', seed=3, batch_size=2, progress=False)
+    b = cache_latents(vae, SUB, tree, tmp_path / 'b', sample=True, flips='seeded', seed=3, batch_size=5, progress=False)
     torch.testing.assert_close(a.load().latents, b.load().latents, rtol=1e-4, atol=1e-5)
     m = cache_latents(vae, SUB, tree, tmp_path / 'a', progress=False)
     assert not torch.allclose(a.load().latents, m.load().latents)
@@ -205,7 +205,7 @@ def _coin(seed, c, i):
 
 def test_mirrored_cache_sees_each_seeds_flips(tree, tmp_path):
     vae = tiny_vae()
-    m = cache_latents(vae, SUB, tree, tmp_path / 'c', mirrored=True, batch_size=4, progress=False)
+    m = cache_latents(vae, SUB, tree, tmp_path / 'c', flips='both', batch_size=4, progress=False)
     assert m.mirrored and set(load_tensors(m.shard_path(0))[0]) == {'latents', 'latents_mirrored', 'file_index'}
     plain = cache_latents(vae, SUB, tree, tmp_path / 'c', progress=False)
     assert plain.folder != m.folder and not plain.mirrored
@@ -225,15 +225,15 @@ def test_mirrored_cache_sees_each_seeds_flips(tree, tmp_path):
         assert torch.equal(real[flips], plain.real_images(rows, tree)[flips].flip(-1))
         assert torch.equal(real[~flips], plain.real_images(rows, tree)[~flips])
     assert torch.equal(m.class_latents(2), plain.class_latents(2))   # no seed: the plain orientation
-    with pytest.raises(ValueError, match='mirrored=True'): plain.with_flips(0)
-    with pytest.raises(ValueError, match='pass one of them'): cache_latents(vae, SUB, tree, tmp_path, flip=True,
-                                                                            mirrored=True, progress=False)
+    with pytest.raises(ValueError, match="flips='both'"): plain.with_flips(0)
+    with pytest.raises(ValueError, match="unknown flips True"): cache_latents(vae, SUB, tree, tmp_path, flips=True,
+                                                                            progress=False)
 
 def test_a_half_precision_mirrored_cache_flips_and_reads_back_float32(tree, tmp_path):
-    "dtype= and mirrored= together: both orientations stored in float16, each seed's view float32 and flipped."
+    "dtype= and flips='both' together: both orientations stored in float16, each seed's view float32 and flipped."
     vae = tiny_vae()
-    m32 = cache_latents(vae, SUB, tree, tmp_path / 'c', mirrored=True, progress=False)
-    m16 = cache_latents(vae, SUB, tree, tmp_path / 'c', mirrored=True, dtype='float16', progress=False)
+    m32 = cache_latents(vae, SUB, tree, tmp_path / 'c', flips='both', progress=False)
+    m16 = cache_latents(vae, SUB, tree, tmp_path / 'c', flips='both', dtype='float16', progress=False)
     assert m16.folder != m32.folder and m16.mirrored and m16.key['dtype'] == 'float16'
     t, _ = load_tensors(m16.shard_path(1))
     assert t['latents'].dtype == t['latents_mirrored'].dtype == torch.float16

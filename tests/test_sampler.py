@@ -6,7 +6,8 @@ import numpy as np, pytest, torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
 from mgd3.backbone import load_backbone
 from mgd3.sampler import (generate, generate_to_folder, ImageJob, ddpm_coefficients, authors_timesteps,
-                          ddpm_guided_step, dit_denoiser, sample_ddpm, ModeGuidance)
+                          ddpm_guided_step, dit_denoiser, sample_ddpm, ModeGuidance, SamplingDivergedError,
+                          check_finite_step)
 
 def _tiny_pipeline(tmp_path, scheduler=None, num_classes=1000):
     torch.manual_seed(0)
@@ -277,8 +278,33 @@ def test_image_size_resizes_like_the_authors_pil_call(tiny, tmp_path):
     _, bb = tiny
     jobs = [ImageJob('a', k, 1, 100 + k) for k in range(2)]
     generate_to_folder(bb, tmp_path / 'native', jobs, num_inference_steps=3, progress=False)
-    generate_to_folder(bb, tmp_path / 'small', jobs, num_inference_steps=3, progress=False, image_size=5)
+    generate_to_folder(bb, tmp_path / 'small', jobs, num_inference_steps=3, progress=False, save_size=5)
     for k in range(2):
         native = Image.open(tmp_path / 'native' / 'a' / f'{k}.png')
         want = native.resize((5, 5), resample=Image.BICUBIC)
         assert np.array_equal(np.asarray(Image.open(tmp_path / 'small' / 'a' / f'{k}.png')), np.asarray(want))
+
+@pytest.mark.parametrize('sampler', ['ddpm', 'ddim'])
+def test_divergence_under_the_timestep_stop_rule_is_a_sampling_error(tiny, sampler):
+    "With the authors' SD stop rule (stop_timestep), a diverged step reports SamplingDivergedError, guidance on."
+    _, bb = tiny
+    modes = torch.full((1, 4, 8, 8), 1e30)   # finite inputs that overflow: a λ and modes far too large
+    with pytest.raises(SamplingDivergedError, match=r"at step 1 of 4 \(timestep \d+, mode guidance on\)"):
+        generate(bb, [1], seeds=[0], modes=modes, mode_guidance_scale=1e30, num_inference_steps=4, stop_timestep=500,
+                 sampler=sampler, variance='scheduler', decode=False, progress=False)
+    late = ModeGuidance(modes, 1e30, stop_timestep=500)   # the same rule decides "on" or "off" in the message
+    with pytest.raises(SamplingDivergedError, match=r"timestep 400, mode guidance off"):
+        check_finite_step(torch.full((1, 4, 8, 8), float('nan')), 3, 400, 4, late)
+
+def test_run_defaults_are_the_samplers():
+    "One place declares each sampler default: every SamplerSettings field a run shares has the same default there."
+    from dataclasses import fields
+    from mgd3.config import DistillConfig
+    from mgd3.sampler import SamplerSettings
+    run = {f.name: f.default for f in fields(DistillConfig)}
+    shared = [f.name for f in fields(SamplerSettings) if f.name in run and f.name != 'stop_timestep']
+    assert shared == ['mode_guidance_scale', 'stop_t', 'guidance_scale', 'num_inference_steps', 'sampler', 'chunk_size']
+    assert {n: run[n] for n in shared} == {n: getattr(SamplerSettings(), n) for n in shared}
+    # stop_timestep differs on purpose: the run keeps the authors' 500 for its timestep rule, the sampler's None
+    # means the step-index rule; a default run (the index rule) hands the sampler None
+    assert DistillConfig.from_params().sampler_settings() == SamplerSettings()
