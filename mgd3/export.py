@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from .core import (atomic_write, item_seed, load_json, load_tensors, package_versions, save_json, save_tensors,
                        sha256_file)
-from .data import ImageSet, dataset_spec
+from .data import ImageSet, dataset_spec, teacher_columns
 from .methods import get_method
 from .run import Run
 
@@ -175,13 +175,8 @@ def teacher_soft_labels(run:Run, # a run with a teacher
     teacher = load_teacher(cfg.teacher, device=device)
     logits = torch.cat([teacher(images[i:i + batch_size].to(teacher.mean.device).float() / 255).float().cpu()
                         for i in range(0, len(images), batch_size)])
-    columns = None
-    if logits.shape[1] != spec.num_classes:
-        if logits.shape[1] != 1000 or spec.embedded:
-            raise ValueError(f"the teacher {cfg.teacher!r} predicts {logits.shape[1]} classes, the dataset has "
-                             f"{spec.num_classes}; export with pack=False, or soft_labels=False")
-        columns = list(spec.class_ids)
-        logits = logits[:, columns]
+    columns = teacher_columns(spec, logits.shape[1])   # refuses a teacher whose columns are not these classes
+    if columns is not None: logits = logits[:, columns]
     info = {'teacher': cfg.teacher, 'kind': 'logits', 'applied_to': 'the un-augmented image',
             'teacher_columns': columns, 'temperature': get_eval_config(cfg.eval_preset(), protocol='soft').temperature}
     return logits, info

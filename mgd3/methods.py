@@ -60,6 +60,7 @@ class MethodContext:
     label_ids: list[int] # the backbone's class id of each dataset class
     settings: SamplerSettings # the run's sampler settings, fitted to the backbone
     seed_modes: dict = field(default_factory=dict) # generation seed → its `ModeSet` (missing seeds: `modes`)
+    seed_caches: dict = field(default_factory=dict) # generation seed → its `LatentCache` (missing seeds: `cache`)
 
     @property
     def ipc(self) -> int: return self.modes.ipc
@@ -69,9 +70,9 @@ class MethodContext:
         return self.seed_modes.get(seed, self.modes)
 
     def cache_for(self, seed:int):
-        "The latent cache as seed `seed`'s modes saw it: through the flips recorded in the modes (`flip_seed`)."
-        flip_seed = self.modes_for(seed).meta.get('flip_seed')
-        return self.cache if flip_seed is None else self.cache.with_flips(flip_seed)
+        "The latent cache as seed `seed`'s modes saw it: its own (SD's posterior samples), through the modes' flips."
+        flip_seed, cache = self.modes_for(seed).meta.get('flip_seed'), self.seed_caches.get(seed, self.cache)
+        return cache if flip_seed is None else cache.with_flips(flip_seed)
 
     def labels(self) -> torch.Tensor:
         "The class of every latent-cache row (rows are class-sorted), without reading a latent."

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from .core import item_seed, save_json, atomic_write, package_versions, device_info, ASSETS_DIR
 from .data import load_mnist5k
-from .backbone import load_backbone
+from .backbone import load_backbone, DiffusionBackbone
 from .pretrain import VAEConfig, DiTConfig, train_vae, train_dit, save_backbone_folder, n_params, to_unit_range
 from .sampler import generate, to_uint8
 from .data import ImageSet
@@ -169,7 +169,7 @@ def measure_per_class(backbone='tiny-mnist', # registered name, folder or a load
                       device:str|torch.device|None='cpu', # where to sample and train
                      ) -> ClassQuality:
     "Per class: teacher fidelity of unguided samples, and recall of ConvNet-3 trained on unguided vs real sets."
-    bb = backbone if hasattr(backbone, 'transformer') else load_backbone(backbone, device=device)
+    bb = backbone if isinstance(backbone, DiffusionBackbone) else load_backbone(backbone, device=device)
     dev = bb.device
     var = 'learned' if bb.learned_sigma else 'scheduler'
     train_split, eval_split = {'val': ('fit', 'val'), 'test': ('train', 'test')}[split]
