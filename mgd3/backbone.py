@@ -7,15 +7,20 @@ from __future__ import annotations
 import json, math, re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
+import logging
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel
 from .core import pick_device, Registry, ASSETS_DIR, check_choice, check_path, save_json
 from .latents import encode_latents, decode_latents, load_vae
 
+_logger = logging.getLogger('mgd3.backbone')
+
 # %% auto #0
-__all__ = ['BACKBONES', 'register_backbone', 'TIMESTEP_FEATURES', 'FEATURES_KEY', 'ORIGINAL_DIT_HUB_IDS', 'Backbone',
-           'list_backbones', 'set_timestep_features', 'get_timestep_features', 'declare_timestep_features',
+__all__ = ['BACKBONES', 'register_backbone', 'BACKBONE_KINDS', 'TIMESTEP_FEATURES', 'FEATURES_KEY', 'ORIGINAL_DIT_HUB_IDS',
+           'DIT_XL2_CONFIG', 'DIT_VAE', 'DIT_KIND', 'Backbone', 'list_backbones', 'DiffusionBackbone', 'dit_denoiser',
+           'BackboneKind', 'register_backbone_kind', 'list_backbone_kinds', 'BackboneEntry', 'is_dit_xl2',
+           'set_timestep_features', 'get_timestep_features', 'declare_timestep_features', 'backbone_entry',
            'load_backbone']
 
 # %% ../nbs/04_backbone.ipynb #70bbc74d
@@ -51,8 +56,14 @@ class Backbone:
         "Scaled latents (CPU, float32) of images in [-1, 1]: the posterior mean × `scaling_factor`."
         return encode_latents(self.vae, images, batch_size=max(1, len(images)))
 
+    def make_denoiser(self, guidance_scale:float=4.0, # classifier-free guidance s (1 = none)
+                      cfg_channels:int|None=3, # guide the first n ε channels (3: original DiT), None: all
+                     ) -> Callable:
+        "The sampler's adapter `denoise(x, t, labels) -> (eps, var_values|None)` (`dit_denoiser`)."
+        return dit_denoiser(self.transformer, guidance_scale, self.null_class, cfg_channels)
+
 # %% ../nbs/04_backbone.ipynb #cf72df13
-BACKBONES = Registry('backbone')   # name → zero-argument function returning {'source': ..., 'vae': ...}
+BACKBONES = Registry('backbone')   # name → zero-argument function returning {'source': ..., 'vae': ..., 'kind': ...}
 register_backbone = BACKBONES.register
 
 def list_backbones(filter:str='') -> list[str]: # fnmatch pattern, or a substring
@@ -65,6 +76,100 @@ def _tiny_mnist(): return {'source': ASSETS_DIR/'tiny-mnist', 'vae': None, 'time
 @register_backbone('dit-xl-2-256')
 def _dit_xl_2_256():
     return {'source': 'facebook/DiT-XL-2-256', 'vae': 'stabilityai/sd-vae-ft-mse', 'timestep_features': 'dit'}
+
+# %% ../nbs/04_backbone.ipynb #a86394c5
+@runtime_checkable
+class DiffusionBackbone(Protocol):
+    "What every loaded backbone provides (a DiT `Backbone`, SD's `TextBackbone`, a registered kind's own)."
+    vae: AutoencoderKL # image ↔ latent autoencoder
+    scheduler: DDPMScheduler # the trained noise schedule
+    num_classes: int # conditional classes
+    null_class: int|None # the unconditional label (classifier-free guidance), None if none
+    class_names: tuple # a name per class id
+    latent_shape: tuple # (C, H, W) of the denoiser's input
+    learned_sigma: bool # the denoiser predicts its variance too
+    image_size: int # side of the decoded images
+    image_channels: int # channels of the decoded images
+    name: str # what was loaded
+    @property
+    def device(self) -> torch.device: ...
+    def decode(self, latents:torch.Tensor) -> torch.Tensor: ...
+    def encode(self, images:torch.Tensor) -> torch.Tensor: ...
+    def make_denoiser(self, guidance_scale:float, cfg_channels:int|None) -> Callable: ...
+
+def dit_denoiser(transformer, # a DiTTransformer2DModel
+                 guidance_scale:float=4.0, # classifier-free guidance s (1 = none)
+                 null_class:int|None=1000, # label of the unconditional branch
+                 cfg_channels:int|None=3, # guide the first n ε channels (3: original DiT), None: all (DiTPipeline)
+                ) -> Callable:
+    "`denoise(x, t, labels) -> (eps, var_values|None)` for a DiT, with DiT-style classifier-free guidance."
+    C = transformer.config.in_channels
+    learned = transformer.config.out_channels == 2 * C
+    n = C if cfg_channels is None else cfg_channels
+    if guidance_scale != 1 and null_class is None:
+        raise ValueError("classifier-free guidance needs a null class but this model has none; pass guidance_scale=1")
+    if not 1 <= n <= C: raise ValueError(f"cfg_channels={cfg_channels} must be in [1, {C}] or None")
+    def denoise(x:torch.Tensor, t:int, labels:torch.Tensor):
+        B = len(x)
+        if guidance_scale != 1:
+            xin, yin = torch.cat([x, x]), torch.cat([labels, torch.full_like(labels, null_class)])
+        else: xin, yin = x, labels
+        out = transformer(xin, timestep=torch.full((len(xin),), t, device=x.device, dtype=torch.long),
+                          class_labels=yin).sample
+        if guidance_scale != 1:
+            cond, uncond = out[:B], out[B:]
+            guided = uncond[:, :n] + guidance_scale * (cond[:, :n] - uncond[:, :n])
+            out = torch.cat([guided, cond[:, n:]], 1)
+        return (out[:, :C], out[:, C:]) if learned else (out, None)
+    return denoise
+
+# %% ../nbs/04_backbone.ipynb #19522b52
+@dataclass(frozen=True)
+class BackboneKind:
+    "A family of backbones: how its entries load, and the run defaults its authors used (timm's `pretrained_cfg`)."
+    name: str # 'dit' (class-conditional latent DiT), 'sd' (Stable Diffusion prompted with class names), ...
+    load: Callable = field(repr=False) # load(entry, *, class_names, vae, device, dtype, timestep_features)
+    prefix: str|None = None # names '<prefix>:<source>' select this kind (e.g. 'sd'); None: no such names
+    guidance_scale: float = 4.0 # classifier-free guidance s (paper: 4.0 for DiT, 8.0 for SD)
+    stop_rule: str = 'index' # 'index' (stop_t of the respaced steps) or 'timestep' (the model timestep, SD code)
+    save_size: int|None = None # side of the saved images; None: the backbone's own
+    mode_latents: str = 'mean' # stage 1 clusters the VAE posterior 'mean' (DiT) or a seeded 'sample' (SD code)
+    timestep_features: bool = False # takes the DiT timestep-features choice ('dit' or 'diffusers')
+
+    def spell(self, source:str|Path) -> str:
+        "The backbone name that selects this kind with weights `source` ('<prefix>:<source>', or the source)."
+        return f'{self.prefix}:{source}' if self.prefix else str(source)
+
+BACKBONE_KINDS = Registry('backbone kind')   # name → BackboneKind
+
+def register_backbone_kind(kind:BackboneKind) -> BackboneKind:
+    "Add a backbone kind; its `prefix`, if any, makes names '<prefix>:<source>' select it."
+    check_choice('stop_rule', kind.stop_rule, ('index', 'timestep'))
+    check_choice('mode_latents', kind.mode_latents, ('mean', 'sample'))
+    taken = [n for n, k in BACKBONE_KINDS.items() if kind.prefix and k.prefix == kind.prefix and n != kind.name]
+    if taken: raise ValueError(f"the prefix {kind.prefix!r} already selects the kind {taken[0]!r}; pick another")
+    return BACKBONE_KINDS.register(kind.name)(kind)
+
+def list_backbone_kinds(filter:str='') -> list[str]: # fnmatch pattern, or a substring
+    "The registered backbone kinds matching `filter`."
+    return BACKBONE_KINDS.list(filter)
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    "What a backbone name stands for: its kind (with the kind's run defaults), weights, VAE and timestep features."
+    name: str # as given: a registered name, '<prefix>:<source>', a folder or a hub id
+    kind: BackboneKind # the family, and its defaults
+    source: str|Path # the weights: a folder or a hub id
+    vae: str|Path|None = None # a separate VAE (folder or hub id); None: the pipeline's own
+    timestep_features: str|None = None # 'dit' or 'diffusers' when known without reading the weights
+
+    def load(self, *, class_names=None, # one name per class (text-to-image kinds prompt with them)
+             vae=None, device=None, dtype=None, # a VAE overriding the entry's; where and in which dtype
+             timestep_features:str|None=None, # DiT kinds: overrides what the backbone declares
+            ) -> DiffusionBackbone:
+        "The loaded backbone."
+        return self.kind.load(self, class_names=class_names, vae=vae, device=device, dtype=dtype,
+                              timestep_features=timestep_features)
 
 # %% ../nbs/04_backbone.ipynb #943f7a2d
 _HUB_ID = re.compile(r'^[\w.\-]+/[\w.\-]+$')
@@ -96,6 +201,18 @@ def _folder(name_or_path:str|Path) -> Path:
 TIMESTEP_FEATURES = {'dit': 0, 'diffusers': 1}   # name → `downscale_freq_shift` of diffusers' `Timesteps`
 FEATURES_KEY = '_mgd3_timestep_features'   # the model_index.json key by which a folder declares its features
 ORIGINAL_DIT_HUB_IDS = ('facebook/DiT-XL-2-256', 'facebook/DiT-XL-2-512')   # converted from the original DiT code
+DIT_XL2_CONFIG = dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, patch_size=2, in_channels=4,
+                      out_channels=8, num_embeds_ada_norm=1000)   # DiT-XL/2's transformer, at 256 or 512 px
+DIT_VAE = 'stabilityai/sd-vae-ft-mse'   # the VAE of DiT's own sampler (`sample.py --vae mse`)
+
+def is_dit_xl2(folder:str|Path) -> bool:
+    "Whether `folder`'s `transformer/config.json` is DiT-XL/2's (256 or 512 px), read without loading weights."
+    path = Path(folder)/'transformer'/'config.json'
+    if not path.is_file(): return False
+    c = json.loads(path.read_text())
+    return (c.get('_class_name') in ('DiTTransformer2DModel', 'Transformer2DModel') and c.get('sample_size') in (32, 64)
+            and c.get('norm_type', 'ada_norm_zero') == 'ada_norm_zero'
+            and all(c.get(k) == v for k, v in DIT_XL2_CONFIG.items()))
 
 def _time_projections(transformer) -> list:
     "Every block's diffusers `Timesteps` module (DiT blocks with `ada_norm_zero`)."
@@ -149,9 +266,40 @@ def _declared_features(source:str|Path, # the registered entry's source, the fol
     if str(source) in ORIGINAL_DIT_HUB_IDS: return 'dit'
     index = folder/'model_index.json'
     declared = json.loads(index.read_text()).get(FEATURES_KEY) if index.is_file() else None
+    if declared is None and is_dit_xl2(folder):
+        _logger.warning(f"{folder}: its transformer is DiT-XL/2's and it declares no timestep features, so it gets the "
+                        "original DiT's ('dit'), which DiT-XL/2's weights were trained with; if it was trained "
+                        f"through diffusers, run declare_timestep_features({str(folder)!r}, 'diffusers')")
+        return 'dit'
     if declared is None: return 'diffusers'
     return check_choice(f'{FEATURES_KEY} in {index}', declared, tuple(TIMESTEP_FEATURES),
                         hint='fix it with declare_timestep_features(folder, ...)')
+
+# %% ../nbs/04_backbone.ipynb #469afa81
+def _registered_entry(name:str, # a registered backbone name
+                      given:str|None=None, # the name as the caller spelled it (default: `name`)
+                     ) -> BackboneEntry:
+    e = BACKBONES.get(name)()
+    return BackboneEntry(given or name, BACKBONE_KINDS.get(e.get('kind', 'dit')), e['source'], e.get('vae'),
+                         e.get('timestep_features'))
+
+def backbone_entry(name_or_path:str|Path, # a registered name, '<prefix>:<source>', a DiT folder or a hub id
+                  ) -> BackboneEntry:
+    "What a backbone name stands for: its kind (and the kind's run defaults), weights, VAE and timestep features."
+    check_path('backbone', name_or_path, hint=f"pass a registered name ({', '.join(list_backbones())}), a folder, a "
+                                              "hub id or '<kind>:<source>' (e.g. 'sd:<folder>')")
+    name = str(name_or_path)
+    if name in BACKBONES: return _registered_entry(name)
+    prefix, sep, rest = name.partition(':')
+    kind = next((k for _, k in BACKBONE_KINDS.items() if sep and k.prefix == prefix), None)
+    if kind is not None:
+        if not rest: raise ValueError(f"backbone {name!r} names no weights; pass '{prefix}:<folder or hub id>'")
+        return BackboneEntry(name, kind, rest)
+    same = [n for n, f in BACKBONES.items() if str(f()['source']) == name]
+    if same: return _registered_entry(same[0], name)
+    original = name in ORIGINAL_DIT_HUB_IDS or is_dit_xl2(Path(name).expanduser())
+    return BackboneEntry(name, BACKBONE_KINDS.get('dit'), name_or_path, DIT_VAE if original else None,
+                         'dit' if name in ORIGINAL_DIT_HUB_IDS else None)
 
 # %% ../nbs/04_backbone.ipynb #596b69f2
 _MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -192,25 +340,21 @@ def _class_names(folder:Path, num_classes:int) -> tuple[str, ...]:
     if not id2label: return tuple(str(i) for i in range(num_classes))
     return tuple(str(id2label.get(str(i), i)) for i in range(num_classes))
 
-def load_backbone(name_or_path:str|Path, # a registered name ('tiny-mnist'), a DiTPipeline folder, or a hub id
-                  vae:str|Path|AutoencoderKL|None=None, # a separate VAE (folder, hub id or model); None: the pipeline's
-                  device:str|torch.device|None=None, # where to put the models (None: the best available)
-                  dtype:torch.dtype|None=None, # model dtype (None: float32)
-                  timestep_features:str|None=None, # 'dit' or 'diffusers'; None: what the backbone declares
-                 ) -> Backbone:
+def _load_dit(entry:BackboneEntry, # a `dit` entry (see `backbone_entry`)
+              *, class_names=None, # unused: a DiT's class names come from its folder's `id2label`
+              vae:str|Path|AutoencoderKL|None=None, # overrides the entry's VAE
+              device:str|torch.device|None=None, dtype:torch.dtype|None=None,
+              timestep_features:str|None=None, # overrides the entry's and the folder's declaration
+             ) -> Backbone:
     "Load a class-conditional latent DiT, its VAE and a DiT-style DDPM scheduler as a `Backbone`."
-    _check_backbone_args(locals())
-    name = str(name_or_path)
-    if timestep_features is not None: check_choice('timestep_features', timestep_features, tuple(TIMESTEP_FEATURES))
-    entry = next((e for e in (f() for _, f in BACKBONES.items()) if str(e['source']) == name), None)
-    if name in BACKBONES:
-        entry = BACKBONES.get(name)()
-        source, vae = entry['source'], entry['vae'] if vae is None else vae
-        if isinstance(source, Path) and not source.is_dir():
-            raise FileNotFoundError(f"the registered backbone {name!r} should be at {source}, which does not exist; "
-                                    "reinstall mgd3, or rebuild it (`mgd3.tiny_mnist.train_tiny_mnist(folder)`) "
-                                    "and pass that folder")
-    else: source = name_or_path
+    source, vae = entry.source, entry.vae if vae is None else vae
+    if entry.name in BACKBONES and isinstance(source, Path) and not source.is_dir():
+        raise FileNotFoundError(f"the registered backbone {entry.name!r} should be at {source}, which does not exist; "
+                                "reinstall mgd3, or rebuild it (`mgd3.tiny_mnist.train_tiny_mnist(folder)`) "
+                                "and pass that folder")
+    if vae == DIT_VAE and entry.vae == DIT_VAE and entry.name not in BACKBONES:
+        _logger.info(f"{entry.name} is the original DiT's: decoding with {DIT_VAE}, as DiT's sampler does; pass vae= "
+                     "(e.g. the pipeline's own vae/ folder) for another VAE")
     folder, dtype, device = _folder(source), dtype or torch.float32, pick_device(device)
     need = ['transformer', 'scheduler'] + (['vae'] if vae is None else [])
     for part in need:
@@ -237,7 +381,7 @@ def load_backbone(name_or_path:str|Path, # a registered name ('tiny-mnist'), a D
     sched_cfg = DDPMScheduler.load_config(folder, subfolder='scheduler')
     scheduler = DDPMScheduler.from_config(sched_cfg, clip_sample=False, prediction_type='epsilon',
                                           variance_type='learned_range' if learned_sigma else 'fixed_small')
-    features = timestep_features or _declared_features(source, entry, folder)
+    features = timestep_features or entry.timestep_features or _declared_features(source, None, folder)
     set_timestep_features(transformer, features)
     embedders = [b.norm1.emb.class_embedder for b in transformer.transformer_blocks]
     for e in embedders: e.dropout_prob = 0.0   # per-block label dropout off: the null class is passed explicitly
@@ -249,4 +393,23 @@ def load_backbone(name_or_path:str|Path, # a registered name ('tiny-mnist'), a D
                     latent_shape=(tc.in_channels, tc.sample_size, tc.sample_size),
                     scaling_factor=float(vc.scaling_factor), learned_sigma=learned_sigma,
                     image_size=tc.sample_size * 2 ** (len(vc.block_out_channels) - 1),
-                    image_channels=vc.in_channels, name=name, timestep_features=features)
+                    image_channels=vc.in_channels, name=entry.name, timestep_features=features)
+
+DIT_KIND = register_backbone_kind(BackboneKind('dit', _load_dit, timestep_features=True))
+
+def load_backbone(name_or_path:str|Path, # a registered name ('tiny-mnist'), a DiTPipeline folder, a hub id, 'sd:<…>'
+                  vae:str|Path|AutoencoderKL|None=None, # a separate VAE (folder, hub id or model); None: the entry's
+                  device:str|torch.device|None=None, # where to put the models (None: the best available)
+                  dtype:torch.dtype|None=None, # model dtype (None: float32)
+                  timestep_features:str|None=None, # 'dit' or 'diffusers'; None: what the backbone declares
+                  class_names=None, # one name per class, for kinds that prompt with them (text-to-image)
+                 ) -> DiffusionBackbone:
+    "Load the backbone a name stands for (`backbone_entry`): a DiT as a `Backbone`, another kind as its own."
+    _check_backbone_args(locals())
+    if timestep_features is not None: check_choice('timestep_features', timestep_features, tuple(TIMESTEP_FEATURES))
+    entry = backbone_entry(name_or_path)
+    if timestep_features is not None and not entry.kind.timestep_features:
+        raise ValueError(f"timestep_features applies to DiT backbones, not to the {entry.kind.name!r} kind; leave it "
+                         "None")
+    return entry.load(class_names=class_names, vae=vae, device=device, dtype=dtype,
+                      timestep_features=timestep_features)

@@ -35,7 +35,7 @@ def latent_bound(cache, # a `LatentCache`
     return float(torch.quantile(torch.cat(vals), q))
 
 # %% ../nbs/19_candidates.ipynb #82df36b6
-@register_method('mgd3_clip')
+@register_method('mgd3_clip', mode_aligned=True)
 def mgd3_clip(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance with x̂₀ clamped to the training latents' 99.9% range inside the guidance term."
     generate_set(ctx, seed, folder, x0_clip=latent_bound(ctx.cache))
@@ -63,7 +63,7 @@ def adaptive_radii(ctx:MethodContext, # the run's context
     return torch.cat([mode_radii(_class_latents(ctx, c, seed), cents[c]) for c in range(len(cents))])
 
 # %% ../nbs/19_candidates.ipynb #edc1a1e1
-@register_method('mgd3_adaptive')
+@register_method('mgd3_adaptive', mode_aligned=True)
 def mgd3_adaptive(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance from the first step until each image's x̂₀ is within its mode's median member distance."
     generate_set(ctx, seed, folder, mode_radius=adaptive_radii(ctx, seed), stop_t=0)
@@ -144,7 +144,7 @@ def teacher_loss(teacher, # a `mgd3.evalnets.Teacher`
     return torch.nn.functional.cross_entropy(logits, labels.to(logits.device), reduction='none').cpu()
 
 # %% ../nbs/19_candidates.ipynb #e4d54e39
-@register_method('mgd3_select')
+@register_method('mgd3_select', mode_aligned=True)
 def mgd3_select(ctx:MethodContext, seed:int, folder:Path, candidates:int=3) -> None:
     "Mode guidance with three candidates per mode; the one the teacher finds most typical of its class is kept."
     from mgd3.evalnets import load_teacher

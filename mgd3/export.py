@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from .core import (atomic_write, item_seed, load_json, load_tensors, package_versions, save_json, save_tensors,
                        sha256_file)
-from .data import ImageSet, dataset_spec
+from .data import ImageSet, dataset_spec, teacher_columns
 from .methods import get_method
 from .run import Run
 
 # %% auto #0
-__all__ = ['DISTILLED_FORMAT', 'METADATA_FILE', 'CARD_FILE', 'PROVENANCE_FILE', 'PACK_FILE', 'MODE_ALIGNED', 'CITATION',
-           'set_rows', 'set_accuracies', 'set_provenance', 'dataset_card', 'teacher_soft_labels', 'export_distilled',
+__all__ = ['DISTILLED_FORMAT', 'METADATA_FILE', 'CARD_FILE', 'PROVENANCE_FILE', 'PACK_FILE', 'CITATION', 'set_rows',
+           'set_accuracies', 'set_provenance', 'dataset_card', 'teacher_soft_labels', 'export_distilled',
            'DistilledSet', 'is_distilled', 'load_distilled', 'push_to_hub']
 
 # %% ../nbs/17_export.ipynb #63075cee
@@ -27,7 +27,6 @@ _logger = logging.getLogger('mgd3.export')
 DISTILLED_FORMAT = 'mgd3-distilled/1'   # the version of this layout, in provenance.json and in the pack's header
 METADATA_FILE, CARD_FILE, PROVENANCE_FILE, PACK_FILE = ('metadata.jsonl', 'README.md', 'provenance.json',
                                                         'distilled.safetensors')
-MODE_ALIGNED = ('mgd3', 'mgd3_no_stop', 'mode_discovery_only')   # methods whose image k belongs to mode k
 CITATION = """@inproceedings{chansantiago2025mgd3,
   title     = {{MGD}$^3$: Mode-Guided Dataset Distillation using Diffusion Models},
   author    = {Chan-Santiago, Jeffrey A. and Tirupattur, Praveen and Nayak, Gaurav Kumar and Liu, Gaowen and
@@ -61,7 +60,7 @@ def set_rows(run:Run, # a finished run
                                  "restore it, or delete it and rerun distill() to remake it")
             i = len(rows)
             rows.append({'file_name': f'{wnid}/{k}.png', 'label': c, 'class_name': spec.class_names[c],
-                         'class_folder': wnid, 'index': k, 'mode': k if method in MODE_ALIGNED else None,
+                         'class_folder': wnid, 'index': k, 'mode': k if get_method(method).mode_aligned else None,
                          'generation_seed': seed if seeded else None,
                          'noise_seed': item_seed(seed, c, k, 'noise') if seeded and real_rows is None else None,
                          'source_row': int(real_rows[i]) if real_rows is not None else None, 'sha256': digest})
@@ -176,13 +175,8 @@ def teacher_soft_labels(run:Run, # a run with a teacher
     teacher = load_teacher(cfg.teacher, device=device)
     logits = torch.cat([teacher(images[i:i + batch_size].to(teacher.mean.device).float() / 255).float().cpu()
                         for i in range(0, len(images), batch_size)])
-    columns = None
-    if logits.shape[1] != spec.num_classes:
-        if logits.shape[1] != 1000 or spec.embedded:
-            raise ValueError(f"the teacher {cfg.teacher!r} predicts {logits.shape[1]} classes, the dataset has "
-                             f"{spec.num_classes}; export with pack=False, or soft_labels=False")
-        columns = list(spec.class_ids)
-        logits = logits[:, columns]
+    columns = teacher_columns(spec, logits.shape[1])   # refuses a teacher whose columns are not these classes
+    if columns is not None: logits = logits[:, columns]
     info = {'teacher': cfg.teacher, 'kind': 'logits', 'applied_to': 'the un-augmented image',
             'teacher_columns': columns, 'temperature': get_eval_config(cfg.eval_preset(), protocol='soft').temperature}
     return logits, info

@@ -24,16 +24,19 @@ class Method:
     make: Callable # make(ctx: MethodContext, seed: int, folder: Path) -> None, resumable
     seeded: bool = True # depends on the generation seed (False: one set; evaluations vary the training seed)
     description: str = '' # one line for tables and --help
+    mode_aligned: bool = False # image k of each class is made from (or guided to) mode k of that class
 
 DISTILL_METHODS = Registry('method')   # name → Method
 
 def register_method(name:str, # the method's name
                     seeded:bool=True, # one set per generation seed?
                     description:str='', # one line (default: the function's docstring)
+                    mode_aligned:bool=False, # image k of each class belongs to mode k (exports record its mode)
                    ):
     "Decorator registering `make(ctx, seed, folder)` as the method `name`."
     def deco(make:Callable) -> Callable:
-        DISTILL_METHODS.register(name)(Method(name, make, seeded, description or (make.__doc__ or '').strip()))
+        DISTILL_METHODS.register(name)(Method(name, make, seeded, description or (make.__doc__ or '').strip(),
+                                              mode_aligned))
         return make
     return deco
 
@@ -57,6 +60,7 @@ class MethodContext:
     label_ids: list[int] # the backbone's class id of each dataset class
     settings: SamplerSettings # the run's sampler settings, fitted to the backbone
     seed_modes: dict = field(default_factory=dict) # generation seed → its `ModeSet` (missing seeds: `modes`)
+    seed_caches: dict = field(default_factory=dict) # generation seed → its `LatentCache` (missing seeds: `cache`)
 
     @property
     def ipc(self) -> int: return self.modes.ipc
@@ -66,9 +70,9 @@ class MethodContext:
         return self.seed_modes.get(seed, self.modes)
 
     def cache_for(self, seed:int):
-        "The latent cache as seed `seed`'s modes saw it: through the flips recorded in the modes (`flip_seed`)."
-        flip_seed = self.modes_for(seed).meta.get('flip_seed')
-        return self.cache if flip_seed is None else self.cache.with_flips(flip_seed)
+        "The latent cache as seed `seed`'s modes saw it: its own (SD's posterior samples), through the modes' flips."
+        flip_seed, cache = self.modes_for(seed).meta.get('flip_seed'), self.seed_caches.get(seed, self.cache)
+        return cache if flip_seed is None else cache.with_flips(flip_seed)
 
     def labels(self) -> torch.Tensor:
         "The class of every latent-cache row (rows are class-sorted), without reading a latent."
@@ -102,7 +106,7 @@ def random_real(ctx:MethodContext, seed:int, folder:Path) -> None:
     write_real_set(ctx, select_random_real(ctx.labels(), ctx.ipc, seed=seed), folder)
 
 # %% ../nbs/10_methods.ipynb #7a444ae1
-@register_method('mode_discovery_only', seeded=False)
+@register_method('mode_discovery_only', seeded=False, mode_aligned=True)
 def mode_discovery_only(ctx:MethodContext, seed:int, folder:Path) -> None:
     "The real image closest to each k-means centroid (Table 5, first row)."
     if (Path(folder)/'done.json').exists(): return
@@ -142,12 +146,12 @@ def unguided(ctx:MethodContext, seed:int, folder:Path) -> None:
     "The diffusion model sampled with the same seeds, no mode guidance (the paper's 'DiT' rows)."
     generate_set(ctx, seed, folder, guided=False)
 
-@register_method('mgd3_no_stop')
+@register_method('mgd3_no_stop', mode_aligned=True)
 def mgd3_no_stop(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance at every step, t_stop = 0 (Table 5, second row)."
     generate_set(ctx, seed, folder, stop_t=0, stop_timestep=None)
 
-@register_method('mgd3')
+@register_method('mgd3', mode_aligned=True)
 def mgd3(ctx:MethodContext, seed:int, folder:Path) -> None:
     "Mode guidance with stop guidance (the paper's 'DiT + MGD³')."
     generate_set(ctx, seed, folder)

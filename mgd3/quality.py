@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from .core import item_seed, save_json, load_json, atomic_write
 from .data import load_mnist5k, ImageSet
-from .backbone import load_backbone
+from .backbone import load_backbone, DiffusionBackbone
 from .pretrain import to_unit_range
 from .sampler import generate, to_uint8
 from .evalnets import create_evalnet, load_teacher
@@ -19,8 +19,9 @@ from .evaluate import get_eval_config, train_and_eval, normalize_batch
 from .metrics import select_random_real
 
 # %% auto #0
-__all__ = ['BackboneQuality', 'pixel_classifier', 'measure_backbone_quality', 'measure_tiny_mnist', 'write_card_quality',
-           'ClassQuality', 'class_recall', 'measure_per_class', 'per_class_table']
+__all__ = ['MEASURE_CMD', 'BackboneQuality', 'pixel_classifier', 'measure_backbone_quality', 'quality_table',
+           'measure_tiny_mnist', 'write_card_quality', 'ClassQuality', 'class_recall', 'measure_per_class',
+           'per_class_table']
 
 # %% ../nbs/09a_quality.ipynb #10eb7e98
 @dataclass
@@ -69,6 +70,24 @@ def measure_backbone_quality(bb, # a `Backbone`
                            classifier_acc_recon=acc(recon, ys), fidelity=acc(samples, labels), per_class=per_class,
                            guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
                            seconds=round(time.perf_counter() - t0, 1))
+
+# %% ../nbs/09a_quality.ipynb #da8b29f8
+_QUALITY = """| measure | value |
+|---|---|
+| VAE reconstruction MSE on the test split (pixels in [0, 1]) | {q.recon_mse:.4f} |
+| pixel-SVM accuracy (trained on the real train split) on real test images | {q.classifier_acc_real:.3f} |
+| … on their VAE reconstructions | {q.classifier_acc_recon:.3f} |
+| **class fidelity**: … on unguided samples ({q.per_class} per class, CFG {q.guidance_scale}, \
+{q.num_steps} DDPM steps, seed {q.seed}) | **{q.fidelity:.3f}** |
+
+Samples: `mgd3.generate` (the authors' DDPM sampler: ADM respacing, learned-range variance, classifier-free guidance
+on 3 of the 4 latent channels with the null class), unguided. Measure again: `{measure_cmd}`"""
+
+MEASURE_CMD = "python -c \"from mgd3.quality import measure_tiny_mnist; print(measure_tiny_mnist('tiny-mnist'))\""
+
+def quality_table(q:BackboneQuality) -> str:
+    "The model card's quality section for measured numbers `q`."
+    return _QUALITY.format(q=q, measure_cmd=MEASURE_CMD)
 
 # %% ../nbs/09a_quality.ipynb #382de5be
 def measure_tiny_mnist(backbone:str|Path='tiny-mnist', # registered name or folder of an MNIST-5k backbone
@@ -131,7 +150,7 @@ def measure_per_class(backbone='tiny-mnist', # registered name, folder or a load
                       device:str|torch.device|None='cpu', # where to sample and train
                      ) -> ClassQuality:
     "Per class: teacher fidelity of unguided samples, and recall of ConvNet-3 trained on unguided vs real sets."
-    bb = backbone if hasattr(backbone, 'transformer') else load_backbone(backbone, device=device)
+    bb = backbone if isinstance(backbone, DiffusionBackbone) else load_backbone(backbone, device=device)
     dev = bb.device
     var = 'learned' if bb.learned_sigma else 'scheduler'
     train_split, eval_split = {'val': ('fit', 'val'), 'test': ('train', 'test')}[split]

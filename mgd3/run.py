@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 from .core import Manifest, Ledger, IntegrityWarning, load_json, save_json, device_info, sha256_file
-from .data import dataset_spec, class_files, load_mnist5k
+from .data import dataset_spec, class_files, load_embedded
 from .latents import LatentCache, LATENT_DTYPES
 from .modes import ModeSet
-from .backbone import load_backbone
+from .backbone import load_backbone, backbone_entry
 from .methods import get_method
 from .config import DistillConfig
 
@@ -181,27 +181,31 @@ class Run:
 
     # -- what a finished stage left behind --
     def latent_cache(self) -> LatentCache:
-        "The run's latent cache (the one folder under latents/)."
-        caches = sorted(p.parent for p in self.latents_dir.glob('*/cache.json'))
+        "The run's latent cache (under latents/; of the first seed when each seed has its own posterior samples)."
+        caches = [LatentCache.open(p.parent) for p in sorted(self.latents_dir.glob('*/cache.json'))]
         if not caches:
             raise FileNotFoundError(f"{self.latents_dir} holds no latent cache; finish the run with distill() first")
-        return LatentCache.open(caches[0])
+        first = [c for c in caches if c.key.get('sample') and c.key.get('seed') == self.config.seeds[0]]
+        return (first or caches)[0]
+
+    def seeded_latents(self) -> bool:
+        "Whether each generation seed encodes its own posterior samples (the backbone kind's `mode_latents`)."
+        return backbone_entry(self.config.backbone).kind.mode_latents == 'sample'
 
     def modes_path_for(self, seed:int) -> Path:
         "The modes file that generation seed `seed`'s sets are guided by."
-        return self.folder/'modes'/f'seed{seed}.safetensors' if self.config.mode_flips == 'authors' else self.modes_path
+        per_seed = self.config.mode_flips == 'authors' or self.seeded_latents()
+        return self.folder/'modes'/f'seed{seed}.safetensors' if per_seed else self.modes_path
 
     def modes(self, seed:int|None=None) -> ModeSet:
         "The modes of generation seed `seed` (None: the run's first)."
         return ModeSet.load(self.modes_path_for(self.config.seeds[0] if seed is None else seed))
 
     def load_backbone(self, device=None):
-        "The run's backbone: `sd:<folder or hub id>` is Stable Diffusion prompted with the class names, else a DiT."
+        "The run's backbone (`mgd3.backbone.load_backbone`; text-to-image kinds prompt with the class names)."
         cfg = self.config
-        if cfg.backbone.startswith('sd:'):
-            from mgd3.text2img import load_text_backbone
-            return load_text_backbone(cfg.backbone[3:], dataset_spec(cfg.dataset).class_names, device=device)
-        return load_backbone(cfg.backbone, vae=cfg.vae, device=device, timestep_features=cfg.timestep_features)
+        return load_backbone(cfg.backbone, vae=cfg.vae, device=device, timestep_features=cfg.timestep_features,
+                             class_names=dataset_spec(cfg.dataset).class_names)
 
 # %% ../nbs/12_run.ipynb #bd29ea04
 _DATA_SUFFIXES = ('.png', '.json', '.safetensors')
@@ -260,7 +264,7 @@ def verify_run(run:Run, # the run (opened with `Run.writer`: verification may mo
 # %% ../nbs/12_run.ipynb #461a3563
 def _train_counts(spec, root) -> list[int]:
     "Train images per class (the embedded dataset's, or the files of each class folder)."
-    if spec.embedded: return np.bincount(load_mnist5k('train')[1].numpy(), minlength=spec.num_classes).tolist()
+    if spec.embedded: return np.bincount(load_embedded(spec, 'train')[1].numpy(), minlength=spec.num_classes).tolist()
     return [len(class_files(root, 'train', w)) for w in spec.wnids]
 
 def disk_needed(run:Run, # the run

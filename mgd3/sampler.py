@@ -14,13 +14,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 from .core import (pick_dtype, check_int, check_float, check_choice, check_bool, check_seed, check_tensor,
                        check_labels, check_list, atomic_save, NonFiniteError)
+from .backbone import DiffusionBackbone, dit_denoiser
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'authors_timesteps', 'sampling_timesteps', 'DDPMCoefficients', 'ddpm_coefficients', 'mode_guidance',
-           'StepOutput', 'ddpm_guided_step', 'ddim_guided_eps', 'dit_denoiser', 'backbone_denoiser', 'chunked',
-           'ModeGuidance', 'AdaptiveStop', 'make_guidance', 'SamplingDivergedError', 'check_finite_step', 'sample_ddpm',
-           'sample_ddim', 'SamplerSettings', 'Generated', 'check_generate_args', 'generate', 'first_step_x0',
-           'ImageJob', 'to_uint8', 'write_images', 'generate_to_folder']
+           'StepOutput', 'ddpm_guided_step', 'ddim_guided_eps', 'backbone_denoiser', 'chunked', 'ModeGuidance',
+           'AdaptiveStop', 'make_guidance', 'SamplingDivergedError', 'check_finite_step', 'sample_ddpm', 'sample_ddim',
+           'SamplerSettings', 'Generated', 'check_generate_args', 'generate', 'first_step_x0', 'ImageJob', 'to_uint8',
+           'write_images', 'generate_to_folder']
 
 # %% ../nbs/06_sampler.ipynb #29bcd5b4
 def authors_timesteps(num_train_timesteps:int=1000, # T of the trained model
@@ -136,39 +137,11 @@ def ddim_guided_eps(eps:torch.Tensor, # ε̃ from the model (CFG applied)
     xg = x0 if x0_clip is None else x0.clamp(-x0_clip, x0_clip)
     return eps - mode_guidance(xg, modes, math.sqrt(1 - alpha_bar) * mode_guidance_scale), x0
 
-# %% ../nbs/06_sampler.ipynb #012b6d5e
-def dit_denoiser(transformer, # a DiTTransformer2DModel
-                 guidance_scale:float=4.0, # classifier-free guidance s (1 = none)
-                 null_class:int|None=1000, # label of the unconditional branch
-                 cfg_channels:int|None=3, # guide the first n ε channels (3: original DiT), None: all (DiTPipeline)
-                ) -> Callable:
-    "`denoise(x, t, labels) -> (eps, var_values|None)` for a DiT, with DiT-style classifier-free guidance."
-    C = transformer.config.in_channels
-    learned = transformer.config.out_channels == 2 * C
-    n = C if cfg_channels is None else cfg_channels
-    if guidance_scale != 1 and null_class is None:
-        raise ValueError("classifier-free guidance needs a null class but this model has none; pass guidance_scale=1")
-    if not 1 <= n <= C: raise ValueError(f"cfg_channels={cfg_channels} must be in [1, {C}] or None")
-    def denoise(x:torch.Tensor, t:int, labels:torch.Tensor):
-        B = len(x)
-        if guidance_scale != 1:
-            xin, yin = torch.cat([x, x]), torch.cat([labels, torch.full_like(labels, null_class)])
-        else: xin, yin = x, labels
-        out = transformer(xin, timestep=torch.full((len(xin),), t, device=x.device, dtype=torch.long),
-                          class_labels=yin).sample
-        if guidance_scale != 1:
-            cond, uncond = out[:B], out[B:]
-            guided = uncond[:, :n] + guidance_scale * (cond[:, :n] - uncond[:, :n])
-            out = torch.cat([guided, cond[:, n:]], 1)
-        return (out[:, :C], out[:, C:]) if learned else (out, None)
-    return denoise
-
 # %% ../nbs/06_sampler.ipynb #56242d3a
-def backbone_denoiser(backbone, # a `Backbone` (DiT) or a backbone with its own `make_denoiser` (text-to-image)
+def backbone_denoiser(backbone, # a `DiffusionBackbone`: every backbone brings its adapter (`make_denoiser`)
                       guidance_scale:float, cfg_channels:int|None=3) -> Callable:
-    "The sampler's adapter for `backbone`: its own `make_denoiser` when it has one, else DiT's."
-    if hasattr(backbone, 'make_denoiser'): return backbone.make_denoiser(guidance_scale, cfg_channels)
-    return dit_denoiser(backbone.transformer, guidance_scale, backbone.null_class, cfg_channels)
+    "The sampler's adapter for `backbone` (DiT's `dit_denoiser`, SD's prompt-table adapter, a new kind's own)."
+    return backbone.make_denoiser(guidance_scale, cfg_channels)
 
 # %% ../nbs/06_sampler.ipynb #feeb4139
 def chunked(fn:Callable, # a function of batched tensors returning a tensor or a tuple of tensors (or None)
@@ -415,7 +388,7 @@ def check_generate_args(args:dict, # `generate`'s arguments by name (its `locals
     "Check what `generate`'s inputs must satisfy together, with messages that name the problem and the fix."
     check_fields(args, _GENERATE_RULES)
     backbone, labels, seeds, modes, settings = (args[k] for k in ('backbone', 'labels', 'seeds', 'modes', 'settings'))
-    if not all(hasattr(backbone, a) for a in ('num_classes', 'null_class', 'latent_shape', 'scheduler', 'decode')):
+    if not isinstance(backbone, DiffusionBackbone):
         raise TypeError(f"backbone must be a Backbone, got {type(backbone).__name__}; pass mgd3.load_backbone(...)")
     n = len(labels)
     if n == 0: raise ValueError("labels is empty: pass at least one class id to generate")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 from .core import save_json, load_json, atomic_save, pick_device, Ledger, check_choice
-from .data import dataset_spec, HOLDOUT_FILE, EMBEDDED_SPLITS
+from .data import dataset_spec, HOLDOUT_FILE
 from .config import DistillConfig
 from .run import Run
 from .distill import distill, prepare
@@ -436,11 +436,9 @@ def validation_data(dataset:str, # the dataset the settings are for
                    ) -> tuple[str, str|None]:
     "(dataset, data_root) of the validation split to choose settings on; never a test split."
     spec = dataset_spec(dataset)
-    if spec.embedded:
-        val = {'mnist5k': 'mnist5k-val', 'mnist5k-val': 'mnist5k-val'}.get(spec.name)
-        if val is None: raise ValueError(f"no validation split is defined for {spec.name!r}; add one to "
-                                         f"EMBEDDED_SPLITS ({sorted(EMBEDDED_SPLITS)})")
-        return val, None
+    if spec.validation is not None: return spec.validation, None if spec.embedded else data_root
+    if spec.embedded: raise ValueError(f"no validation split is defined for {spec.name!r}; register its validation "
+                                       "twin as a dataset and name it in the spec (validation=...)")
     if not data_root or not (Path(data_root)/HOLDOUT_FILE).exists():
         raise ValueError(f"select scores settings on a validation split, but {data_root!r} was not written by "
                          "mgd3.make_holdout_root; make one with make_holdout_root(root, out, spec, per_class=50) "

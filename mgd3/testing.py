@@ -113,11 +113,22 @@ def random_teacher_weights(path:str|Path, # the safetensors file to write (reuse
 REHEARSAL = dict(ipc=1, seeds=[0], num_inference_steps=2, stop_t=0, epochs=1, chunk_size=16, batch_size=16,
                  device='cpu')
 
+def _rehearsal_dit(kind, folder:Path) -> str:
+    return kind.spell(dit_xl2_pipeline(folder/'dit-xl-2-shaped'))
+
+def _rehearsal_sd(kind, folder:Path) -> str:
+    from mgd3.text2img import tiny_text_backbone_folder
+    sd = folder/'sd'
+    return kind.spell(sd if (sd/'model_index.json').exists() else tiny_text_backbone_folder(folder))
+
+_REHEARSAL_BACKBONES = {'dit': _rehearsal_dit, 'sd': _rehearsal_sd}   # backbone kind → random weights of its shapes
+
 def rehearsal_params(preset:str, # a key of TABLE_PRESETS
                      folder:str|Path, # where the fixtures and the run go
                      **overrides, # run parameters that win over the preset and REHEARSAL (e.g. dataset, ipc)
                     ) -> dict:
     "`distill` parameters running `preset` on random components of the real shapes, at toy counts."
+    from mgd3.backbone import backbone_entry
     from mgd3.paper import TABLE_PRESETS
     folder = Path(folder)
     if preset not in TABLE_PRESETS: raise ValueError(f"unknown preset {preset!r}; valid ones: {sorted(TABLE_PRESETS)}")
@@ -125,11 +136,8 @@ def rehearsal_params(preset:str, # a key of TABLE_PRESETS
     dataset = overrides.get('dataset', table['dataset'])
     params = dict(REHEARSAL, preset=preset, data_root=str(imagenet_tree(folder/f'imagenet-{dataset}', dataset)),
                   out_dir=str(folder/'runs'/f'{preset}-{dataset}'))
-    if str(table.get('backbone', '')).startswith('sd:'):
-        from mgd3.text2img import tiny_text_backbone_folder
-        sd = folder/'sd'
-        params['backbone'] = 'sd:' + str(sd if (sd/'model_index.json').exists() else tiny_text_backbone_folder(folder))
-    else: params['backbone'] = str(dit_xl2_pipeline(folder/'dit-xl-2-shaped'))
+    kind = backbone_entry(table.get('backbone', 'dit-xl-2-256')).kind
+    params['backbone'] = _REHEARSAL_BACKBONES[kind.name](kind, folder)
     if table.get('teacher'):
         params['teacher_weights'] = str(random_teacher_weights(folder/'teacher.safetensors', table['teacher']))
     return {**params, **overrides}

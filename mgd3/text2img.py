@@ -11,10 +11,11 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from .core import pick_device
 from .latents import encode_latents, decode_latents
+from .backbone import BackboneKind, register_backbone_kind, _folder
 
 # %% auto #0
-__all__ = ['SD_STOP_T', 'SD_STOP_TIMESTEP', 'SD_GUIDANCE_SCALE', 'SD_SAVE_SIZE', 'TextBackbone', 'tiny_text_backbone_folder',
-           'encode_prompts', 'load_text_backbone']
+__all__ = ['SD_STOP_T', 'SD_STOP_TIMESTEP', 'SD_GUIDANCE_SCALE', 'SD_SAVE_SIZE', 'SD_KIND', 'TextBackbone',
+           'tiny_text_backbone_folder', 'encode_prompts', 'load_text_backbone']
 
 # %% ../nbs/06a_text2img.ipynb #cc516e2e
 SD_STOP_T, SD_STOP_TIMESTEP, SD_GUIDANCE_SCALE, SD_SAVE_SIZE = 24, 500, 8.0, 256
@@ -122,7 +123,6 @@ def load_text_backbone(name_or_path:str|Path, # a StableDiffusionPipeline folder
                       ) -> TextBackbone:
     "Load Stable Diffusion as a `TextBackbone` whose classes are prompted by their names."
     from transformers import CLIPTextModel, CLIPTokenizer
-    from mgd3.backbone import _folder
     folder, device, dtype = _folder(name_or_path), pick_device(device), dtype or torch.float32
     for part in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'):
         if not (folder/part).is_dir():
@@ -148,3 +148,17 @@ def load_text_backbone(name_or_path:str|Path, # a StableDiffusionPipeline folder
                         scaling_factor=float(vae.config.scaling_factor),
                         image_size=s * 2 ** (len(vae.config.block_out_channels) - 1),
                         image_channels=vae.config.in_channels, name=str(name_or_path))
+
+# %% ../nbs/06a_text2img.ipynb #12ae606d
+def _load_sd(entry, # an `sd` `BackboneEntry`
+             *, class_names=None, vae=None, device=None, dtype=None, timestep_features=None,
+            ) -> TextBackbone:
+    "The `sd` kind's loader: Stable Diffusion prompted with one class name per class."
+    if class_names is None:
+        raise ValueError(f"{entry.name} is a text-to-image backbone: pass class_names= (one prompt per class)")
+    if vae is not None: raise ValueError("vae= applies to DiT backbones; Stable Diffusion decodes with its own VAE")
+    if timestep_features is not None: raise ValueError("timestep_features applies to DiT backbones; leave it None")
+    return load_text_backbone(entry.source, class_names, device=device, dtype=dtype)
+
+SD_KIND = register_backbone_kind(BackboneKind('sd', _load_sd, prefix='sd', guidance_scale=SD_GUIDANCE_SCALE,
+                                              stop_rule='timestep', save_size=SD_SAVE_SIZE, mode_latents='sample'))
