@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import item_seed, save_tensors, load_tensors
-from .sampler import ImageJob, generate, generate_to_folder, write_images, first_step_x0
+from .sampler import ImageJob, generate, generate_to_folder, first_step_x0
+from .images import write_images
 from .methods import MethodContext, register_method
 
 # %% auto #0

@@ -13,10 +13,12 @@ from .core import item_seed, save_json, atomic_write, package_versions, device_i
 from .data import load_mnist5k
 from .backbone import load_backbone
 from .pretrain import VAEConfig, DiTConfig, train_vae, train_dit, save_backbone_folder, n_params, to_unit_range
-from .sampler import generate, to_uint8
-from .data import ImageSet
+from .sampler import generate
+from .images import ImageSet, to_uint8
 from .evalnets import create_evalnet, load_teacher
-from .evaluate import get_eval_config, train_and_eval, normalize_batch
+from .evaluate import train_and_eval
+from .protocols import get_eval_config
+from .augment import normalize_batch
 from .metrics import select_random_real
 
 # %% auto #0

@@ -8,7 +8,7 @@ from mgd3.testing import tiny_mnist_pipeline
 
 PKG = Path(mgd3.__file__).parent
 FOUNDATION = {'core'}
-EVALUATION = {'evalnets', 'evaluate', 'metrics'}
+EVALUATION = {'evalnets', 'augment', 'protocols', 'evaluate', 'metrics'}
 GENERATOR = {'backbone', 'losses', 'pretrain', 'sampler', 'text2img', 'tiny_mnist'}
 PIPELINE = {'methods', 'config', 'run', 'distill', 'paper', 'explore', 'export', 'cli', 'sweep', 'candidates'}
 
@@ -29,10 +29,14 @@ def imports() -> dict[str, set[str]]:
 
 def test_every_module_is_in_one_layer():
     stages = set(imports()) - FOUNDATION - EVALUATION - GENERATOR - PIPELINE - {'testing'}
-    assert stages == {'data', 'latents', 'modes', 'kmeans'}, stages
+    assert stages == {'images', 'data', 'latents', 'modes', 'kmeans'}, stages
 
 def test_core_imports_no_stage():
     assert imports()['core'] == set()
+
+def test_images_import_only_core():
+    "The image-set module (decode, crop, stream, write) sits under every reader and writer: it imports only `core`."
+    assert imports()['images'] <= {'core'}, imports()['images']
 
 def test_no_stage_imports_the_pipeline():
     bad = {m: d & PIPELINE for m, d in imports().items() if m not in PIPELINE and d & PIPELINE}
