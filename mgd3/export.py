@@ -56,11 +56,12 @@ def set_rows(run:Run, # a finished run
                 missing.append(str(path.relative_to(run.folder)))
                 continue
             digest, rel = sha256_file(path), str(path.relative_to(run.folder))
+            name = path.relative_to(folder).as_posix()   # '<class>/<k>.png'
             if rel in recorded and recorded[rel] != digest:
                 raise ValueError(f"{path} changed after the run recorded it (sha256 differs from the manifest); "
                                  "restore it, or delete it and rerun distill() to remake it")
             i = len(rows)
-            rows.append({'file_name': path.relative_to(folder).as_posix(), 'label': c, 'class_name': spec.class_names[c],
+            rows.append({'file_name': name, 'label': c, 'class_name': spec.class_names[c],
                          'class_folder': wnid, 'index': k, 'mode': k if method in MODE_ALIGNED else None,
                          'generation_seed': seed if seeded else None,
                          'noise_seed': item_seed(seed, c, k, 'noise') if seeded and real_rows is None else None,
