@@ -98,7 +98,7 @@ def child(step:str, work:Path, classes:int, per_class:int, ipc:int, dtype:str) -
     from mgd3.metrics import select_random_real, select_herding, streamed_metrics
     from mgd3.methods import get_method
     from mgd3.evalnets import Teacher, create_evalnet
-    from mgd3.distill import class_set_images
+    from mgd3.images import class_set_images
     synthetic = step in ('open', 'modes-kmeans', 'modes-torch') or step.endswith('-select')
     folder = synthetic_cache(work, classes, per_class, dtype).folder if synthetic else None
     cache = LatentCache.open(folder) if synthetic else (tree_cache(work, classes) if step != 'encode' else None)

@@ -16,7 +16,7 @@ import torch, torch.nn.functional as F
 from mgd3.core import pick_device, atomic_save
 from mgd3.data import load_mnist5k
 from mgd3.evalnets import create_evalnet, IMAGENET_MEAN, IMAGENET_STD
-from mgd3.evaluate import augment_batch, cutmix, mixed_targets, normalize_batch, cpu_single_thread, _EIGVAL, _EIGVEC
+from mgd3.augment import augment_batch, cutmix, mixed_targets, normalize_batch, cpu_single_thread, _EIGVAL, _EIGVEC
 
 def make_rgb_images(n_per_class:int, size:int) -> tuple[torch.Tensor, torch.Tensor]:
     "MNIST-5k train digits tinted per class into RGB at `size` px (uint8), so colour jitter and lighting do real work."

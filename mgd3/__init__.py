@@ -12,6 +12,7 @@ logging.getLogger('mgd3').addHandler(logging.NullHandler())
 
 # %% ../nbs/99_init.ipynb #77b0aa7d
 from .core import *
+from .images import *
 from .data import *
 from .latents import *
 from .modes import *
@@ -22,6 +23,8 @@ from .sampler import *
 from .text2img import *
 from .tiny_mnist import *
 from .evalnets import *
+from .augment import *
+from .protocols import *
 from .evaluate import *
 from .metrics import *
 from .quality import *

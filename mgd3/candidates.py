@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import item_seed, save_tensors, load_tensors
-from .sampler import ImageJob, generate, write_images, first_step_x0
+from .sampler import ImageJob, generate, first_step_x0
+from .images import write_images
 from .methods import MethodContext, generate_set, register_method
 
 # %% auto #0

@@ -14,15 +14,15 @@ import numpy as np
 import torch
 from PIL import Image
 from .core import item_seed, Registry
+from .images import IMG_EXTENSIONS, center_crop_arr, load_image, UnreadableImageError
 
 # %% auto #0
 __all__ = ['MNIST5K_TRAIN_PER_CLASS', 'MNIST5K_TEST_PER_CLASS', 'MNIST5K_VAL_PER_CLASS', 'MNIST5K_SPLITS', 'DATASETS',
-           'register_dataset', 'IMG_EXTENSIONS', 'SPLIT_FOLDERS', 'HOLDOUT_FILE', 'mnist5k_split_indices',
-           'load_mnist5k', 'DatasetSpec', 'list_datasets', 'dataset_spec', 'read_class_list', 'imagenet_subset_spec',
-           'teacher_columns', 'load_embedded', 'center_crop_arr', 'UnreadableImageError', 'load_image',
-           'to_model_range', 'flip_image', 'split_dir', 'class_files', 'folder_spec', 'ImageBatch', 'class_images',
-           'ImageFolderDataset', 'load_split', 'ImageSet', 'resize_center_crop', 'open_image_folder',
-           'load_image_folder', 'ValidationReport', 'detect_source', 'validate_dataset', 'make_holdout_root']
+           'register_dataset', 'SPLIT_FOLDERS', 'HOLDOUT_FILE', 'mnist5k_split_indices', 'load_mnist5k', 'DatasetSpec',
+           'list_datasets', 'dataset_spec', 'read_class_list', 'imagenet_subset_spec', 'teacher_columns',
+           'load_embedded', 'to_model_range', 'flip_image', 'split_dir', 'class_files', 'folder_spec', 'ImageBatch',
+           'class_images', 'ImageFolderDataset', 'load_split', 'ValidationReport', 'detect_source', 'validate_dataset',
+           'make_holdout_root']
 
 # %% ../nbs/01_data.ipynb #3fcc6640
 MNIST5K_TRAIN_PER_CLASS, MNIST5K_TEST_PER_CLASS = 400, 100
@@ -198,34 +198,6 @@ def load_embedded(spec:str|DatasetSpec, # an embedded dataset (name or spec)
     return load_mnist5k(splits[split])
 
 # %% ../nbs/01_data.ipynb #3f6e9341
-def center_crop_arr(img:Image.Image, # a PIL image
-                    image_size:int, # side of the square output
-                   ) -> Image.Image:
-    "ADM's centre crop (`center_crop_arr`): BOX-halve while short side ≥ 2·size, BICUBIC short side to size, crop."
-    while min(img.size) >= 2 * image_size:
-        img = img.resize(tuple(s // 2 for s in img.size), resample=Image.BOX)
-    scale = image_size / min(img.size)
-    img = img.resize(tuple(round(s * scale) for s in img.size), resample=Image.BICUBIC)
-    arr = np.asarray(img)
-    top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
-    return Image.fromarray(arr[top:top + image_size, left:left + image_size])
-
-class UnreadableImageError(ValueError):
-    "An image file that PIL cannot decode."
-
-def load_image(path:str|Path, # an image file
-               image_size:int, # output side (ADM centre crop)
-               channels:int=3, # 3 for RGB, 1 for grey
-              ) -> torch.Tensor:
-    "One image file as uint8 `[channels, size, size]`, centre-cropped; `UnreadableImageError` if it cannot be decoded."
-    try:
-        with Image.open(path) as im: im = im.convert('RGB' if channels == 3 else 'L')
-    except Exception as e:
-        raise UnreadableImageError(f"cannot read image {path} ({type(e).__name__}: {e}); delete or replace the file "
-                                   "(validate_dataset lists all such files)") from e
-    arr = np.asarray(center_crop_arr(im, image_size))
-    return torch.from_numpy(arr.reshape(image_size, image_size, channels).copy()).permute(2, 0, 1)
-
 def to_model_range(images:torch.Tensor) -> torch.Tensor:
     "uint8 images in [0, 255] → float32 in [-1, 1] (ToTensor + Normalize(0.5, 0.5))."
     return images.float() / 127.5 - 1
@@ -235,7 +207,6 @@ def flip_image(seed:int, class_index:int, image_index:int) -> bool:
     return bool(item_seed(seed, class_index, image_index, 'flip') & 1)
 
 # %% ../nbs/01_data.ipynb #2bea8483
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 SPLIT_FOLDERS = {'train': ('train',), 'val': ('val', 'validation'), 'validation': ('validation', 'val'),
                  'test': ('test',)}
 
@@ -374,68 +345,6 @@ def load_split(name:str|DatasetSpec, # dataset name or spec
             xs.append(((b.images + 1) * 127.5).round().to(torch.uint8))
             ys.append(torch.full((len(b.indices),), c))
     return torch.cat(xs), torch.cat(ys)
-
-# %% ../nbs/01_data.ipynb #ef515f8d
-@dataclass
-class ImageSet:
-    "uint8 images `[N, C, H, W]`, int64 labels `[N]`, and the class names when read from a folder."
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]|None = None
-
-def resize_center_crop(img:torch.Tensor, # uint8 `[C, H, W]`
-                       size:int, # side of the square output
-                      ) -> torch.Tensor:
-    "Antialiased bilinear resize of the short side to `size`, then a centre crop (torchvision's Resize + CenterCrop)."
-    h, w = img.shape[-2:]
-    if (h, w) == (size, size): return img
-    # torchvision's rules: the long side is truncated, int(size · long / short); the crop offset is rounded
-    out = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
-    img = torch.nn.functional.interpolate(img[None].float(), size=out, mode='bilinear', antialias=True,
-                                          align_corners=False)
-    img = img[0].round().clamp(0, 255).to(torch.uint8)
-    top, left = int(round((img.shape[-2] - size) / 2.0)), int(round((img.shape[-1] - size) / 2.0))
-    return img[:, top:top + size, left:left + size]
-
-# %% ../nbs/01_data.ipynb #22aed2b1
-def open_image_folder(root:str|Path, # an ImageFolder: root/<class>/<image>
-                      classes:list[str]|None=None, # keep only these class folders, labelled 0.. in this order
-                     ) -> tuple:
-    "torchvision's `ImageFolder` of `root` (no image decoded) restricted to `classes`, and the class names."
-    from torchvision.datasets import ImageFolder
-    root = Path(root)
-    if not root.is_dir(): raise FileNotFoundError(f"{root} is not a folder; pass an ImageFolder path "
-                                                  "(root/<class>/<image>) or (images, labels) tensors")
-    try: ds = ImageFolder(str(root))
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{root}: {e}; every class folder needs at least one image") from e
-    names = list(classes) if classes is not None else list(ds.classes)
-    missing = [c for c in names if c not in ds.class_to_idx]
-    if missing: raise ValueError(f"{root} lacks class folders {missing[:5]}; point it at a folder with the train "
-                                 "set's classes")
-    keep = {ds.class_to_idx[c]: i for i, c in enumerate(names)}
-    ds.samples = ds.imgs = [(p, keep[y]) for p, y in ds.samples if y in keep]
-    ds.targets = [y for _, y in ds.samples]
-    return ds, names
-
-# %% ../nbs/01_data.ipynb #cc9fb17b
-def load_image_folder(root:str|Path, # an ImageFolder: root/<class>/<image>
-                      image_size:int|None=None, # resize + centre-crop every image to this; None: a common native size
-                      classes:list[str]|None=None, # read only these class folders, labelled in this order
-                     ) -> ImageSet:
-    "Decode an ImageFolder once into one uint8 tensor (RGB, or grey if the first image is grey)."
-    ds, names = open_image_folder(root, classes)
-    samples = ds.samples
-    mode, imgs = None, []
-    for p, _ in samples:
-        with Image.open(p) as im:
-            if mode is None: mode = 'L' if im.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F') else 'RGB'
-            arr = np.asarray(im.convert(mode))
-        imgs.append(torch.from_numpy(arr.copy()).view(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1))
-    if image_size is None and len({im.shape for im in imgs}) > 1:
-        raise ValueError(f"{root} holds images of different sizes; pass image_size= to resize them")
-    if image_size is not None: imgs = [resize_center_crop(im, image_size) for im in imgs]
-    return ImageSet(torch.stack(imgs), torch.tensor([y for _, y in samples], dtype=torch.int64), list(names))
 
 # %% ../nbs/01_data.ipynb #021a4579
 @dataclass

@@ -13,10 +13,12 @@ import logging
 from .core import load_json, save_json, atomic_save, pick_device
 from PIL import Image
 from .data import dataset_spec, load_split, split_dir, teacher_columns, IMG_EXTENSIONS
+from .images import class_set_images, prepare_test_set
 from .latents import cache_latents
 from .modes import ModeSet, discover_modes_cached, plot_modes
 from .methods import MethodContext, get_method
-from .evaluate import evaluate, EvalResult, summarize_results, get_eval_config, prepare_test_set
+from .evaluate import evaluate, EvalResult, summarize_results
+from .protocols import get_eval_config
 from .evalnets import load_teacher, Teacher
 from .metrics import streamed_metrics, plot_tsne, _nanmean
 from .config import DistillConfig
@@ -26,8 +28,8 @@ _logger = logging.getLogger('mgd3.distill')
 
 # %% auto #0
 __all__ = ['SAMPLES_FIGURE', 'run_modes', 'prepare', 'make_sets', 'test_set', 'run_teacher', 'teacher_classes', 'evaluate_sets',
-           'accuracy_summary', 'class_set_images', 'compute_metrics', 'comparison_table', 'plot_samples',
-           'plot_accuracy', 'make_figures', 'DistillResult', 'distill']
+           'accuracy_summary', 'compute_metrics', 'comparison_table', 'plot_samples', 'plot_accuracy', 'make_figures',
+           'DistillResult', 'distill']
 
 # %% ../nbs/13_distill.ipynb #0aa96c3a
 def run_modes(run:Run, # the run
@@ -145,19 +147,6 @@ def accuracy_summary(run:Run, # the run
         acc[net] = {'best': [r.best_acc for r in runs], 'final': [r.final_acc for r in runs], 'mean': sb.mean,
                     'std': sb.std, 'final_mean': sf.mean, 'final_std': sf.std, 'over': sb.over}
     return acc
-
-# %% ../nbs/13_distill.ipynb #dba19bc4
-def class_set_images(folder:str|Path, # a distilled set (an ImageFolder: folder/<wnid>/<k>.png)
-                     wnid:str, # one class folder
-                    ) -> torch.Tensor:
-    "uint8 images `[n, C, H, W]` of one class of a set, in image-index order (without listing the other classes)."
-    files = [p for p in (Path(folder) / wnid).iterdir() if p.suffix.lower() in IMG_EXTENSIONS]
-    files.sort(key=lambda p: (int(p.stem) if p.stem.isdigit() else float('inf'), p.name))
-    out = []
-    for p in files:
-        with Image.open(p) as im: arr = np.asarray(im.convert('L' if im.mode in ('1', 'L', 'LA') else 'RGB'))
-        out.append(torch.from_numpy(arr.copy()).view(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1))
-    return torch.stack(out)
 
 # %% ../nbs/13_distill.ipynb #0c200a6c
 def compute_metrics(run:Run, # the run

@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64, io, json, logging, subprocess, sys
 from pathlib import Path
 import torch
-from .data import dataset_spec, load_image_folder
+from .data import dataset_spec
+from .images import load_image_folder
 from .latents import decode_latents
 from .run import Run
 

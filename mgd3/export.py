@@ -7,12 +7,13 @@ from __future__ import annotations
 import json, logging, os, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
-import numpy as np
 import torch
 from PIL import Image
 from .core import (atomic_write, item_seed, load_json, load_tensors, package_versions, save_json, save_tensors,
                        sha256_file)
-from .data import ImageSet, dataset_spec, teacher_columns
+from .data import dataset_spec, teacher_columns
+from .data import dataset_spec
+from .images import ImageSet, decode_image, image_channels, set_image_path
 from .methods import get_method
 from .run import Run
 
@@ -50,16 +51,17 @@ def set_rows(run:Run, # a finished run
     rows, missing = [], []
     for c, wnid in enumerate(spec.wnids):
         for k in range(run.config.ipc):
-            path = folder/wnid/f'{k}.png'
+            path = set_image_path(folder, wnid, k)
             if not path.is_file():
                 missing.append(str(path.relative_to(run.folder)))
                 continue
             digest, rel = sha256_file(path), str(path.relative_to(run.folder))
+            name = path.relative_to(folder).as_posix()   # '<class>/<k>.png'
             if rel in recorded and recorded[rel] != digest:
                 raise ValueError(f"{path} changed after the run recorded it (sha256 differs from the manifest); "
                                  "restore it, or delete it and rerun distill() to remake it")
             i = len(rows)
-            rows.append({'file_name': f'{wnid}/{k}.png', 'label': c, 'class_name': spec.class_names[c],
+            rows.append({'file_name': name, 'label': c, 'class_name': spec.class_names[c],
                          'class_folder': wnid, 'index': k, 'mode': k if get_method(method).mode_aligned else None,
                          'generation_seed': seed if seeded else None,
                          'noise_seed': item_seed(seed, c, k, 'noise') if seeded and real_rows is None else None,
@@ -170,7 +172,7 @@ def teacher_soft_labels(run:Run, # a run with a teacher
                        ) -> tuple[torch.Tensor, dict]:
     "The run's teacher's logits `[N, classes]` on `images`, and a description of them."
     from mgd3.evalnets import load_teacher
-    from mgd3.evaluate import get_eval_config
+    from mgd3.protocols import get_eval_config
     cfg, spec = run.config, dataset_spec(run.config.dataset)
     teacher = load_teacher(cfg.teacher, device=device)
     logits = torch.cat([teacher(images[i:i + batch_size].to(teacher.mean.device).float() / 255).float().cpu()
@@ -182,10 +184,6 @@ def teacher_soft_labels(run:Run, # a run with a teacher
     return logits, info
 
 # %% ../nbs/17_export.ipynb #655372f1
-def _read_image(path:Path, channels:int) -> torch.Tensor:
-    with Image.open(path) as im: arr = np.asarray(im.convert('L' if channels == 1 else 'RGB'))
-    return torch.from_numpy(arr.copy()).view(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1)
-
 def _write_jsonl(path:Path, rows:list[dict]) -> None:
     with atomic_write(path, 'w') as f: f.write(''.join(json.dumps(r, sort_keys=True) + '\n' for r in rows))
 
@@ -220,7 +218,7 @@ def export_distilled(run:Run|str|Path, # a finished run, or its folder
         (tmp/r['class_folder']).mkdir(exist_ok=True)
         shutil.copyfile(src/r['file_name'], tmp/r['file_name'])
     if pack:
-        images = torch.stack([_read_image(src/r['file_name'], spec.channels) for r in rows])
+        images = torch.stack([decode_image(src/r['file_name'], spec.channels) for r in rows])
         tensors = {'images': images, 'labels': torch.tensor([r['label'] for r in rows], dtype=torch.int64)}
         want_soft = bool(run.config.teacher) if soft_labels is None else soft_labels
         if want_soft:
@@ -288,9 +286,8 @@ def load_distilled(path:str|Path, # an exported folder, or a pack (.safetensors)
         bad = [r['file_name'] for r in rows if 'sha256' in r and sha256_file(p/r['file_name']) != r['sha256']]
         if bad: raise ValueError(f"{p}: {len(bad)} images differ from their sha256 in {METADATA_FILE} (e.g. "
                                  f"{bad[0]}); export the set again")
-    with Image.open(p/rows[0]['file_name']) as first:
-        channels = 1 if first.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F') else 3
-    images = torch.stack([_read_image(p/r['file_name'], channels) for r in rows])
+    with Image.open(p/rows[0]['file_name']) as first: channels = image_channels(first)
+    images = torch.stack([decode_image(p/r['file_name'], channels) for r in rows])
     labels = torch.tensor([r['label'] for r in rows], dtype=torch.int64)
     soft = None
     if (p/PACK_FILE).is_file():

@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 import numpy as np
 from .core import (save_tensors, load_tensors, save_json, load_json, item_generator, check_int, check_bool,
                        check_seed, check_path, check_tensor, check_choice)
-from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_image, load_mnist5k,
-                       load_embedded, flip_image, _warn_skip)
+from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_mnist5k, load_embedded,
+                       flip_image, _warn_skip)
+from .images import load_image
 
 # %% auto #0
 __all__ = ['LATENT_DTYPES', 'FLIPS', 'load_vae', 'encode_latents', 'decode_latents', 'vae_identity', 'LatentSet', 'LatentCache',

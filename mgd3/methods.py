@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable
 import torch
 from .core import Registry, item_seed, save_json
-from .sampler import ImageJob, SamplerSettings, generate_to_folder, write_images
+from .sampler import ImageJob, SamplerSettings, generate_to_folder
+from .images import set_image_path, write_images
 from .metrics import select_random_real, select_herding
 
 # %% auto #0
@@ -94,7 +95,7 @@ def write_real_set(ctx:MethodContext, # the run's context
     starts = torch.tensor([0] + cache.counts()[:-1]).cumsum(0)
     for c, class_rows in enumerate(rows.view(ctx.spec.num_classes, ctx.ipc)):   # one class in memory at a time
         imgs = cache.class_images(c, ctx.config.data_root, class_rows - starts[c])
-        write_images(imgs.float() / 255, [ImageJob(ctx.spec.wnids[c], k, 0, 0).path(folder) for k in range(ctx.ipc)],
+        write_images(imgs.float() / 255, [set_image_path(folder, ctx.spec.wnids[c], k) for k in range(ctx.ipc)],
                      ctx.config.save_size)
     save_json(folder/'done.json', {'rows': rows.tolist()})
 

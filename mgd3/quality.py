@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch
 from .core import item_seed, save_json, load_json, atomic_write
-from .data import load_mnist5k, ImageSet
+from .data import load_mnist5k
+from .images import ImageSet, to_uint8
 from .backbone import load_backbone, DiffusionBackbone
 from .pretrain import to_unit_range
-from .sampler import generate, to_uint8
+from .sampler import generate
 from .evalnets import create_evalnet, load_teacher
-from .evaluate import get_eval_config, train_and_eval, normalize_batch
+from .evaluate import train_and_eval
+from .protocols import get_eval_config
+from .augment import normalize_batch
 from .metrics import select_random_real
 
 # %% auto #0

@@ -12,6 +12,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 from .core import Manifest, Ledger, IntegrityWarning, load_json, save_json, device_info, sha256_file
 from .data import dataset_spec, class_files, load_embedded
+from .images import set_image_path
 from .latents import LatentCache, LATENT_DTYPES
 from .modes import ModeSet
 from .backbone import load_backbone, backbone_entry
@@ -282,7 +283,8 @@ def disk_needed(run:Run, # the run
     todo = 0
     for m in cfg.methods:
         for seed in run.set_seeds(m):
-            todo += max(0, spec.num_classes * cfg.ipc - sum(1 for _ in run.image_dir(m, seed).rglob('*.png')))
+            folder = run.image_dir(m, seed)
+            todo += sum(not set_image_path(folder, w, k).exists() for w in spec.wnids for k in range(cfg.ipc))
     evals = sum(len(run.eval_runs(m)) for m in cfg.methods) * len(cfg.nets)
     mode_sets = len(cfg.generation_seeds()) if cfg.mode_flips == 'authors' else 1   # one ModeSet per seed
     other = 3 * mode_sets * spec.num_classes * cfg.ipc * per_latent + evals * 16384 + 8 * 2**20

@@ -13,15 +13,16 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 from .core import (pick_dtype, check_int, check_float, check_choice, check_bool, check_seed, check_tensor,
-                       check_labels, check_list, atomic_save, NonFiniteError)
+                       check_labels, check_list, NonFiniteError)
 from .backbone import DiffusionBackbone, dit_denoiser
+from .images import set_image_path, write_images
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'authors_timesteps', 'sampling_timesteps', 'DDPMCoefficients', 'ddpm_coefficients', 'mode_guidance',
            'StepOutput', 'ddpm_guided_step', 'ddim_guided_eps', 'backbone_denoiser', 'chunked', 'ModeGuidance',
            'AdaptiveStop', 'make_guidance', 'SamplingDivergedError', 'check_finite_step', 'sample_ddpm', 'sample_ddim',
-           'SamplerSettings', 'Generated', 'check_generate_args', 'generate', 'first_step_x0', 'ImageJob', 'to_uint8',
-           'write_images', 'generate_to_folder']
+           'SamplerSettings', 'Generated', 'check_generate_args', 'generate', 'first_step_x0', 'ImageJob',
+           'generate_to_folder']
 
 # %% ../nbs/06_sampler.ipynb #29bcd5b4
 def authors_timesteps(num_train_timesteps:int=1000, # T of the trained model
@@ -506,37 +507,7 @@ class ImageJob:
 
     def path(self, out_dir:str|Path) -> Path:
         "The image's file, refusing folder names that would escape `out_dir`."
-        f = str(self.folder)
-        if not f or f in ('.', '..') or '/' in f or '\\' in f or Path(f).is_absolute():
-            raise ValueError(f"class folder name {f!r} is not a plain folder name; rename the class (no '/', '..')")
-        return Path(out_dir)/f/f"{int(self.index)}.png"
-
-# %% ../nbs/06_sampler.ipynb #d0673047
-def to_uint8(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
-            ) -> torch.Tensor:
-    "Quantise images in [0, 1] to uint8 as torchvision's `save_image` does (×255, +0.5, clamp, floor)."
-    return images.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
-
-# %% ../nbs/06_sampler.ipynb #f13dd361
-def write_images(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
-                 paths:Sequence[str|Path], # one PNG path per image
-                 save_size:int|None=None, # resize to save_size × save_size (PIL bicubic); None: as they are
-                ) -> list[Path]:
-    "Write each image as a PNG, atomically; a non-finite image is refused, never written."
-    from PIL import Image
-    if save_size is not None: check_int('save_size', save_size, min=1)
-    if not torch.isfinite(images).all():
-        bad = (~torch.isfinite(images.flatten(1))).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"images {bad[:10]} contain NaN or infinite values and were not written; the sampler diverged "
-                         "(lower mode_guidance_scale, or clamp x̂₀ with x0_clip)")
-    out = []
-    for img, p in zip(to_uint8(images.detach().cpu()), paths):
-        arr = img.permute(1, 2, 0).numpy()
-        pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-        if save_size is not None and pil.size != (save_size, save_size):
-            pil = pil.resize((save_size, save_size), Image.Resampling.BICUBIC)
-        out.append(atomic_save(p, lambda tmp, pil=pil: pil.save(tmp, format='PNG')))
-    return out
+        return set_image_path(out_dir, self.folder, self.index)
 
 # %% ../nbs/06_sampler.ipynb #dd076706
 def generate_to_folder(backbone, # a `Backbone`

@@ -27,6 +27,10 @@ def test_every_module_is_in_one_layer():
 def test_core_imports_no_stage():
     assert imports()['core'] == set()
 
+def test_images_import_only_core():
+    "The image-set module (decode, crop, stream, write) sits under every reader and writer: it imports only `core`."
+    assert imports()['images'] <= {'core'}, imports()['images']
+
 def test_no_stage_imports_the_pipeline():
     bad = {m: d & PIPELINE for m, d in imports().items() if m not in PIPELINE and m != 'testing' and d & PIPELINE}
     assert not bad, bad

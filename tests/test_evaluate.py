@@ -1,8 +1,10 @@
 """The evaluation protocols on real MNIST-5k: learning signal, label-shuffle control, determinism, soft labels, bad input."""
 import pytest, torch
 from mgd3.data import load_mnist5k
-from mgd3.evaluate import (evaluate, cutmix, mixed_targets, augment_batch, summarize_results, get_eval_config,
-                           load_image_folder, ImageSet)
+from mgd3.evaluate import evaluate, summarize_results
+from mgd3.augment import cutmix, mixed_targets, augment_batch
+from mgd3.protocols import get_eval_config
+from mgd3.images import load_image_folder, ImageSet
 
 @pytest.fixture(scope='module')
 def mnist():
@@ -138,8 +140,10 @@ def test_augmentation_is_the_same_on_cuda_and_cpu():
 import math, itertools
 from dataclasses import replace
 from torch import nn
-from mgd3.evaluate import (epochs_for, resolve_config, rded_batch_size, make_optimizer, param_groups, shuffle_patches,
-                           color_jitter, eval_epochs, prepare_test_set, train_and_eval, _GRAY)
+from mgd3.evaluate import make_optimizer, param_groups, eval_epochs, train_and_eval
+from mgd3.protocols import epochs_for, resolve_config, rded_batch_size
+from mgd3.augment import shuffle_patches, color_jitter, _GRAY
+from mgd3.images import prepare_test_set
 from mgd3.evalnets import create_evalnet, load_teacher, Teacher
 
 def idc_ipc_epoch(ipc, nclass):
@@ -433,7 +437,7 @@ def test_streamed_and_in_memory_folders_give_the_same_accuracy(tmp_path, protoco
 
 def test_folders_above_the_threshold_are_streamed(tmp_path, monkeypatch):
     import importlib
-    ev = importlib.import_module('mgd3.evaluate')   # the module (mgd3.evaluate is also the function)
+    ev = importlib.import_module('mgd3.images')   # the module that reads and streams image folders
     root = _folder(tmp_path / 'sets', ['a', 'b'], 3, 20, np.random.default_rng(1))
     assert isinstance(ev.as_image_set(root, stream=None), ev.ImageSet)   # 6 × 3×20×20 bytes: in memory
     monkeypatch.setattr(ev, 'STREAM_BYTES', 1000)

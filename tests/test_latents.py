@@ -177,7 +177,7 @@ def test_half_precision_shards_are_another_key_and_read_back_as_float32(tree, tm
         cache_latents(vae, SUB, tree, tmp_path / 'cache', dtype='float64')
 
 def test_class_images_are_the_files_behind_the_rows(tree, tmp_path):
-    from mgd3.data import load_image
+    from mgd3.images import load_image
     c = cache_latents(tiny_vae(), SUB, tree, tmp_path / 'cache', progress=False)
     files = sorted((tree / 'train' / SUB.wnids[2]).iterdir())
     t, _ = load_tensors(c.shard_path(2))
