@@ -23,7 +23,7 @@ points finished so far. `--results DIR` copies each finished sweep's table.csv, 
 and selected.json into DIR (what the notebook reads).
 Usage: OMP_NUM_THREADS=1 nice -n 10 python benchmarks/ablations_cpu.py runs/ablations-cpu \
            --results benchmarks/results/ablations-cpu [--workers 2]"""
-import argparse, json, os, shutil, sys, time
+import argparse, os, shutil, time
 from pathlib import Path
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 os.environ.setdefault('MKL_NUM_THREADS', '1')

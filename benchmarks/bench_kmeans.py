@@ -59,7 +59,7 @@ def main():
         print(f"\nk={k}: wall median torch {mt * 1000:.1f} ms, sklearn {ms * 1000:.1f} ms -> sklearn / torch = "
               f"{ms / mt:.1f}x   (CPU time: torch {statistics.median(tc) * 1000:.1f} ms, sklearn "
               f"{statistics.median(sc) * 1000:.1f} ms -> {statistics.median(sc) / statistics.median(tc):.1f}x)")
-        print(f"  inertia per seed (torch / sklearn): " +
+        print("  inertia per seed (torch / sklearn): " +
               ', '.join(f"{t / q:.4f}" for t, q in zip(ti, si)))
         print(f"  mean inertia torch {np.mean(ti):.6g} (iterations {tit}), sklearn {np.mean(si):.6g} (iterations "
               f"{sit}) -> torch / sklearn = {np.mean(ti) / np.mean(si):.4f}; sklearn's own seed-to-seed spread "

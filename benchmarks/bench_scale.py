@@ -175,7 +175,7 @@ def run_child(args, step:str, classes:int) -> dict:
 # ---- projections -----------------------------------------------------------------------------------------------------
 def projections(n_classes:int, ks=(10, 50)) -> dict:
     "Seconds per 1,300 x 4,096 class, scikit-learn and torch k-means on this CPU (medians over n_classes classes)."
-    import statistics, numpy as np, torch
+    import statistics
     from sklearn.cluster import KMeans
     from mgd3.kmeans import kmeans
     out = {}

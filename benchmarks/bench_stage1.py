@@ -75,7 +75,7 @@ def bench_encoding(base, size, threads):
     return rows
 
 def bench_kmeans(threads):
-    import numpy as np, torch
+    import torch
     from mgd3.modes import discover_modes
     if threads: torch.set_num_threads(threads)
     print("== k-means on one ImageNet-1K-shaped class: 1300 latents x 4096 (4x32x32), 20-blob mixture")

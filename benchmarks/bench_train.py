@@ -10,7 +10,7 @@ Measures, in one run, with the same network, batch size, optimiser, augmentation
     PYTHONPATH=. python benchmarks/bench_train.py                       # ConvNet-3 at 32 px on the CPU
     PYTHONPATH=. python benchmarks/bench_train.py --size 224 --net resnet_ap10 --device cuda
 """
-import argparse, math, statistics, tempfile, time
+import argparse, statistics, tempfile, time
 from pathlib import Path
 import torch, torch.nn.functional as F
 from mgd3.core import pick_device, atomic_save
@@ -117,7 +117,7 @@ def main():
                 times[k].append(t)
                 if ta is not None: aug.append(ta / t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"per-epoch seconds: " + ", ".join(f"{k} {[round(t, 2) for t in v]}" for k, v in times.items()))
+    print("per-epoch seconds: " + ", ".join(f"{k} {[round(t, 2) for t in v]}" for k, v in times.items()))
     print(f"mgd3 batch pipeline:          {1 / med['mgd3']:7.3f} epochs/s  (data + augmentation = {100 * statistics.median(aug):.1f}% of step time, median over epochs)")
     print(f"IDC-style ImageFolder+PIL:    {1 / med['idc']:7.3f} epochs/s  -> mgd3 is {med['idc'] / med['mgd3']:.2f}x")
     print(f"IDC-style, images in memory:  {1 / med['idc_mem']:7.3f} epochs/s  -> mgd3 is {med['idc_mem'] / med['mgd3']:.2f}x")

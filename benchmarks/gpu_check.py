@@ -9,7 +9,7 @@ because nothing can be downloaded on the device machine.
 (`tests/test_gpu_check.py`); the numbers it prints then only show that the code runs. Several sections in one call
 share one process (the toy run does this to pay for the imports once); the budget applies to each section.
 """
-import argparse, os, platform, re, subprocess, sys, time
+import argparse, os, platform, re, sys, time
 from pathlib import Path
 import torch
 

@@ -184,7 +184,7 @@ def main():
     os.environ.setdefault('MKL_NUM_THREADS', '1')
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
-    from mgd3.sweep import choose, write_results, sweep_table, SweepPoint
+    from mgd3.sweep import choose, write_results, SweepPoint
     from mgd3.core import save_json
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

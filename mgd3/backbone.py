@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_backbone.ipynb #f7e995fb
 from __future__ import annotations
-import json, math, re
+import json, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable

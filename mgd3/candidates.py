@@ -4,12 +4,11 @@
 
 # %% ../nbs/19_candidates.ipynb #5136ebe6
 from __future__ import annotations
-from dataclasses import replace
 from pathlib import Path
 import numpy as np
 import torch
 from .core import item_seed, save_tensors, load_tensors
-from .sampler import ImageJob, generate, first_step_x0
+from .sampler import generate, first_step_x0
 from .images import write_images
 from .methods import MethodContext, generate_set, register_method
 

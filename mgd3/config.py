@@ -5,9 +5,9 @@
 # %% ../nbs/11_config.ipynb #5059248e
 from __future__ import annotations
 import json, os
-from dataclasses import dataclass, field, asdict, fields, replace, MISSING
+from dataclasses import dataclass, field, asdict, fields, replace
 from typing import Any
-from .core import (check_int, check_float, check_choice, check_list, check_bool, check_str, check_path,
+from .core import (check_int, check_choice, check_list, check_bool, check_str, check_path,
                        check_seed, pick_device)
 from .data import dataset_spec
 from .backbone import backbone_entry, DIT_KIND

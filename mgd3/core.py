@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_core.ipynb #8d24f98b
 from __future__ import annotations
-import contextlib, contextvars, hashlib, json, os, platform, sys, tempfile, time, warnings
+import contextlib, contextvars, hashlib, json, os, platform, tempfile, time
 from dataclasses import dataclass, field, asdict, is_dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version as _pkg_version, PackageNotFoundError
 from pathlib import Path
 import fnmatch, importlib.util, math, numbers
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 import torch
 from safetensors.torch import save_file, load_file, safe_open
 

@@ -11,8 +11,7 @@ import torch
 from tqdm.auto import tqdm
 import logging
 from .core import load_json, save_json, atomic_save, pick_device
-from PIL import Image
-from .data import dataset_spec, load_split, split_dir, teacher_columns, IMG_EXTENSIONS
+from .data import dataset_spec, load_split, split_dir, teacher_columns
 from .images import class_set_images, prepare_test_set
 from .latents import cache_latents
 from .modes import ModeSet, discover_modes_cached, plot_modes

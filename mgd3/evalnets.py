@@ -4,7 +4,6 @@
 
 # %% ../nbs/07_evalnets.ipynb #efe17fde
 from __future__ import annotations
-import json
 from pathlib import Path
 from typing import Callable
 import torch

@@ -12,7 +12,6 @@ from PIL import Image
 from .core import (atomic_write, item_seed, load_json, load_tensors, package_versions, save_json, save_tensors,
                        sha256_file)
 from .data import dataset_spec, teacher_columns
-from .data import dataset_spec
 from .images import ImageSet, decode_image, image_channels, set_image_path
 from .methods import get_method
 from .run import Run

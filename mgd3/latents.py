@@ -5,7 +5,7 @@
 # %% ../nbs/02_latents.ipynb #afa98f45
 from __future__ import annotations
 import hashlib, json, math, warnings
-from dataclasses import dataclass, asdict, field, replace
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import NamedTuple, Sequence
 import torch
@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 import numpy as np
 from .core import (save_tensors, load_tensors, save_json, load_json, item_generator, check_int, check_bool,
                        check_seed, check_path, check_tensor, check_choice)
-from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_mnist5k, load_embedded,
+from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_embedded,
                        flip_image, _warn_skip)
 from .images import load_image
 

@@ -4,8 +4,6 @@
 
 # %% ../nbs/14_paper.ipynb #48c4a5ef
 from __future__ import annotations
-from pathlib import Path
-from .backbone import backbone_entry
 
 # %% auto #0
 __all__ = ['PAPER_RESULTS', 'TABLE_PRESETS', 'TABLE_IPCS', 'paper_comparison']

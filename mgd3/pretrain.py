@@ -5,7 +5,7 @@
 # %% ../nbs/05a_pretrain.ipynb #99698324
 from __future__ import annotations
 import copy, json, time
-from dataclasses import dataclass, asdict, field, replace
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch, torch.nn.functional as F
 from tqdm.auto import tqdm

@@ -14,7 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 from .core import (pick_dtype, check_int, check_float, check_choice, check_bool, check_seed, check_tensor,
                        check_labels, check_list, NonFiniteError)
-from .backbone import DiffusionBackbone, dit_denoiser
+from .backbone import DiffusionBackbone
 from .images import set_image_path, write_images
 
 # %% auto #0
@@ -328,8 +328,8 @@ class SamplerSettings:
                           hint="pass a finite λ such as the paper's 0.1")
         if lam < 0: raise ValueError(f"mode_guidance_scale (λ) must be >= 0, got {lam}; pass 0 (no mode guidance) "
                                      "or e.g. the paper's 0.1")
-        n = check_int('num_inference_steps', self.num_inference_steps, min=1, max=1000,
-                      hint='pass a step count such as the paper\'s 50')
+        check_int('num_inference_steps', self.num_inference_steps, min=1, max=1000,
+                  hint='pass a step count such as the paper\'s 50')
         if check_int('stop_t', self.stop_t, hint="pass a step index such as the paper's 25") < 0: self.check_stop_t()
         s = check_float('guidance_scale', self.guidance_scale, hint="pass a finite scale such as the paper's 4.0")
         if s < 1: raise ValueError(f"guidance_scale must be >= 1 (1 = no classifier-free guidance), got {s}; pass 1 "

@@ -8,11 +8,9 @@ import contextlib, json, os, resource
 from dataclasses import asdict
 from pathlib import Path
 import torch
-from .core import save_json, atomic_write, package_versions, device_info, ASSETS_DIR
+from .core import save_json, atomic_write, package_versions, device_info
 from .data import load_mnist5k
-from .backbone import load_backbone
 from .pretrain import VAEConfig, DiTConfig, train_vae, train_dit, save_backbone_folder, n_params
-from .sampler import generate
 
 # %% auto #0
 __all__ = ['TRAIN_CMD', 'torch_threads', 'train_tiny_mnist']

@@ -131,7 +131,7 @@ CHAIN = ['kill-encoding', 'kill-modes', 'kill-png-real', 'kill-sampling', 'kill-
          'blocked-class-folder', 'kill-evaluation', 'external-kill', 'none']
 
 def main(work:Path, pipe:str, chain:list[str], refs:list[str]):
-    import torch, mgd3
+    import torch
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).parent))
     from mgd3.testing import TINY_RUN

@@ -3,7 +3,7 @@ import statements and sizes of mgd3/*.py, and the method registry's promise: a n
 `distill` runs it with no change."""
 import importlib.util, json, subprocess, sys
 from pathlib import Path
-import pytest, torch
+import torch
 import mgd3
 from mgd3.testing import tiny_mnist_pipeline
 

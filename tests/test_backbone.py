@@ -1,6 +1,5 @@
 """load_backbone on folders written by DiTPipeline.save_pretrained (and the packaged tiny-mnist): same code, same outputs."""
 import json, math, shutil
-from pathlib import Path
 import numpy as np, pytest, torch
 from diffusers import AutoencoderKL, DDPMScheduler, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 from mgd3.backbone import (load_backbone, list_backbones, BACKBONES, declare_timestep_features, get_timestep_features,

@@ -1,5 +1,5 @@
 """Behaviour of mgd3.core that needs processes or files: interrupted writes, seeding across processes, manifests."""
-import errno, json, os, signal, subprocess, sys, textwrap, time
+import errno, json, signal, subprocess, sys, textwrap
 from pathlib import Path
 import pytest, torch
 from mgd3.core import (atomic_save, atomic_write, item_generator, item_seed, save_tensors, load_tensors, Manifest,

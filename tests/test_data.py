@@ -2,8 +2,7 @@
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
-from mgd3.data import (dataset_spec, list_datasets, read_class_list, validate_dataset, class_images, class_files,
-                       load_split, load_mnist5k, folder_spec, ImageFolderDataset, load_image, detect_source,
+from mgd3.data import (dataset_spec, list_datasets, read_class_list, validate_dataset, class_images, load_split, folder_spec, ImageFolderDataset, load_image, detect_source,
                        DatasetSpec, split_dir)
 
 LISTS = ['imagenette', 'imagewoof', 'imageidc', 'imagenet100']

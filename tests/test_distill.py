@@ -1,5 +1,5 @@
 """distill() end to end on the embedded dataset with a tiny random backbone: artefacts, resume, config mismatch."""
-import json, os, time
+import json, time
 from pathlib import Path
 import pytest, torch
 import mgd3

@@ -142,7 +142,7 @@ from dataclasses import replace
 from torch import nn
 from mgd3.evaluate import make_optimizer, param_groups, eval_epochs, train_and_eval
 from mgd3.protocols import epochs_for, resolve_config, rded_batch_size
-from mgd3.augment import shuffle_patches, color_jitter, _GRAY
+from mgd3.augment import shuffle_patches, color_jitter
 from mgd3.images import prepare_test_set
 from mgd3.evalnets import create_evalnet, load_teacher, Teacher
 
@@ -214,7 +214,7 @@ def rded_shuffle_patches(img, factor, col_order, row_order):
     "RDED's validation/utils.py ShufflePatches on one [C, H, W] image, with the shuffles given as index lists."
     def shuffle_weight(img, order):
         h, w = img.shape[1:]
-        th, tw = h // factor, w // factor
+        tw = w // factor   # (RDED also computes th = h // factor, which it never uses)
         patches = []
         for i in range(factor):
             i = i * tw

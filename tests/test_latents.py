@@ -1,11 +1,10 @@
 """VAE encoding with a tiny random AutoencoderKL, and the per-class latent cache: reuse, resume, invalidation."""
 import json
-from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from diffusers import AutoencoderKL
 from mgd3.core import load_tensors
-from mgd3.data import dataset_spec, DatasetSpec, to_model_range, class_images
+from mgd3.data import dataset_spec, DatasetSpec, class_images
 from mgd3.latents import encode_latents, decode_latents, vae_identity, cache_latents, encode_dataset, LatentCache
 
 def tiny_vae(channels=3, seed=0, **kw):
@@ -97,7 +96,7 @@ def test_interrupted_run_resumes_per_class(tree, tmp_path):
 
 def test_changed_class_folder_is_reencoded(tree, tmp_path):
     vae = tiny_vae()
-    c = cache_latents(vae, SUB, tree, tmp_path / 'cache', progress=False)
+    cache_latents(vae, SUB, tree, tmp_path / 'cache', progress=False)
     extra = tree / 'train' / SUB.wnids[1] / 'zzz.JPEG'
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(extra)
     again = cache_latents(vae, SUB, tree, tmp_path / 'cache', progress=False)

@@ -5,7 +5,7 @@ soft-label preset (on ImageIDC's 10 classes: sampling ImageNet-1K's 1,000 classe
 half an hour on 2 CPU cores); every preset on its own dataset is a slow test."""
 import json
 from pathlib import Path
-import pytest, torch
+import pytest
 from PIL import Image
 import mgd3
 from mgd3.testing import random_teacher_weights

@@ -1,7 +1,6 @@
 """Training both models for a few steps, saving, reloading through load_backbone, resuming; the packaged tiny-mnist."""
-import json, math, os
+import math
 from dataclasses import replace
-from pathlib import Path
 import pytest, torch
 from diffusers import DiTPipeline
 from mgd3.backbone import ASSETS_DIR, load_backbone

@@ -7,7 +7,7 @@ import hashlib, json, os, re, shutil, signal, subprocess, sys, textwrap, time, w
 from pathlib import Path
 import pytest
 import mgd3
-from mgd3.run import Run, RunLock, disk_needed, reused_files, verify_run
+from mgd3.run import Run, RunLock, disk_needed, reused_files
 from _fault_runner import fault_report
 
 pytestmark = pytest.mark.skipif(not hasattr(os, 'fork'), reason='the fault runner forks one child per run (POSIX)')
@@ -210,7 +210,6 @@ def test_the_lock_is_released_when_a_run_fails(tmp_path):
 # ---------------------------------------------------------------- disk-space preflight
 def test_disk_estimate_bounds_what_a_run_writes(ref):
     "The estimate for a fresh run is at least what the reference run wrote, and not wildly more; nothing is left."
-    from mgd3.testing import TINY_RUN
     import tempfile
     done = Run.load(ref / 'ref_a')
     with tempfile.TemporaryDirectory() as d:

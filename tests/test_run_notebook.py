@@ -1,7 +1,6 @@
 """nbs/run.ipynb under papermill, as a user runs it: the quick embedded run on the packaged tiny-mnist backbone."""
 import json, os, subprocess, sys
 from pathlib import Path
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 

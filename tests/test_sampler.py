@@ -1,7 +1,6 @@
 """The mode-guided sampler against independent references: diffusers' DiTPipeline, a float64 re-implementation of
 the authors' guided DDPM step, batch/process invariance, and a 2-D toy where the modes are known."""
 import math, os, subprocess, sys, textwrap
-from pathlib import Path
 import numpy as np, pytest, torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
 from mgd3.backbone import load_backbone

@@ -1,6 +1,6 @@
 """Issue 8, security: nothing mgd3 loads can execute code (no pickle, `torch.load` only with weights_only=True,
 safetensors for tensors, JSON for metadata), and class names from data or lists cannot escape `out_dir`."""
-import ast, json, os, pickle, shutil
+import ast, json, pickle
 from pathlib import Path
 import pytest, torch
 import mgd3

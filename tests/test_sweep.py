@@ -1,6 +1,6 @@
 """mgd3.sweep on a tiny random backbone: shared stage 1, resumption point by point, the table, `select` without the
 test split, and nbs/sweep.ipynb under papermill (the sweep in CI on a tiny grid, quick settings)."""
-import json, os, subprocess, sys, time, warnings
+import json, os, subprocess, sys, warnings
 from pathlib import Path
 import pytest
 import mgd3
