@@ -22,7 +22,7 @@ from .config import DistillConfig
 _logger = logging.getLogger('mgd3.run')
 
 # %% auto #0
-__all__ = ['RunLockedError', 'RunLock', 'Run', 'reused_files', 'verify_run', 'disk_needed', 'check_disk_space', 'open_run']
+__all__ = ['RunLockedError', 'RunLock', 'Run', 'reused_files', 'verify_run', 'disk_needed', 'check_disk_space']
 
 # %% ../nbs/12_run.ipynb #da9f9166
 class RunLockedError(RuntimeError):
@@ -303,8 +303,3 @@ def check_disk_space(run:Run, latent_shape:tuple, image_shape:tuple) -> dict[str
                                     f"{_size(total)} ({total} bytes) more ({parts}) but {_size(free)} ({free} bytes) "
                                     "is free; free disk space, or choose an out_dir on a larger disk")
     return need
-
-# %% ../nbs/12_run.ipynb #5f4c4525
-def open_run(config:DistillConfig) -> Run:
-    "The run of `config`: new, or the existing one when its config matches (else a clear error)."
-    return Run.open(config)

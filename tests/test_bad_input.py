@@ -83,13 +83,13 @@ def _modes_from_another_vae(w):
     params = dict(_run_cfg(w, dataset='rel-tiny', data_root=str(w.root), methods=('mgd3',), mode_flips='none'),
                   backbone=str(pipe_b))   # one unflipped mode set: out_dir/modes.safetensors
     out = Path(params['out_dir'])
-    mgd3.open_run(mgd3.DistillConfig(**params).resolved())
+    mgd3.Run.open(mgd3.DistillConfig(**params).resolved())
     cache = mgd3.cache_latents(w.bb.vae, w.spec, w.root, out / 'latents', progress=False)   # made with VAE A
     mgd3.discover_modes_cached(cache, 2).save(out / 'modes.safetensors')
     return lambda: mgd3.distill(**params)
 
 def _other_config(w):
-    mgd3.open_run(mgd3.DistillConfig(**_run_cfg(w)).resolved())
+    mgd3.Run.open(mgd3.DistillConfig(**_run_cfg(w)).resolved())
     return lambda: mgd3.distill(**_run_cfg(w, ipc=3) | {'ipc': 3})
 
 def _corrupt_manifest(w):
