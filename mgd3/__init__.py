@@ -14,6 +14,7 @@ logging.getLogger('mgd3').addHandler(logging.NullHandler())
 from .core import *
 from .images import *
 from .data import *
+from .validate import *
 from .latents import *
 from .modes import *
 from .backbone import *

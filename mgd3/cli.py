@@ -168,7 +168,7 @@ def cmd_evaluate(args:argparse.Namespace) -> int:
 # %% ../nbs/16_cli.ipynb #696f4684
 def cmd_validate(args:argparse.Namespace) -> int:
     "`mgd3 validate [ROOT] --dataset NAME`: print the dataset report; exit status 1 when it has errors."
-    from mgd3.data import validate_dataset
+    from mgd3.validate import validate_dataset
     rep = validate_dataset(args.dataset, args.root, check_images=args.check_images,
                            min_per_class=args.min_per_class)
     print(json.dumps(rep.to_dict(), indent=2) if args.json else rep.summary())

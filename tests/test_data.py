@@ -2,8 +2,9 @@
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
-from mgd3.data import (dataset_spec, list_datasets, read_class_list, validate_dataset, class_images, load_split, folder_spec, ImageFolderDataset, load_image, detect_source,
+from mgd3.data import (dataset_spec, list_datasets, read_class_list, class_images, load_split, folder_spec, ImageFolderDataset, load_image, detect_source,
                        DatasetSpec, split_dir)
+from mgd3.validate import validate_dataset
 
 LISTS = ['imagenette', 'imagewoof', 'imageidc', 'imagenet100']
 REFERENCE = Path(__file__).resolve().parents[1].parent / 'shared' / 'reference'
