@@ -15,7 +15,8 @@ from mgd3.core import save_json, pick_device
 from mgd3.run import Run
 from mgd3.distill import prepare
 from mgd3.candidates import adaptive_radii
-from mgd3.sampler import generate, make_guidance
+from mgd3.sampler import generate
+from mgd3.guidance import make_guidance
 
 def summary(steps:torch.Tensor, most:int) -> dict:
     "Distribution of the guided steps of a set of images; `most` is what a fixed t_stop = 0 guides."

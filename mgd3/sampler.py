@@ -5,7 +5,7 @@
 # %% ../nbs/06_sampler.ipynb #49f42d1a
 from __future__ import annotations
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 import torch
@@ -15,14 +15,14 @@ from tqdm.auto import tqdm
 from .core import (pick_dtype, check_int, check_float, check_choice, check_bool, check_seed, check_tensor,
                        check_labels, check_list, NonFiniteError)
 from .backbone import DiffusionBackbone
+from .guidance import ModeGuidance, make_guidance
 from .images import set_image_path, write_images
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'authors_timesteps', 'sampling_timesteps', 'DDPMCoefficients', 'ddpm_coefficients', 'mode_guidance',
-           'StepOutput', 'ddpm_guided_step', 'ddim_guided_eps', 'backbone_denoiser', 'chunked', 'ModeGuidance',
-           'AdaptiveStop', 'make_guidance', 'SamplingDivergedError', 'check_finite_step', 'sample_ddpm', 'sample_ddim',
-           'SamplerSettings', 'Generated', 'check_generate_args', 'generate', 'first_step_x0', 'ImageJob',
-           'generate_to_folder']
+           'StepOutput', 'ddpm_guided_step', 'ddim_guided_eps', 'backbone_denoiser', 'chunked', 'SamplingDivergedError',
+           'check_finite_step', 'sample_ddpm', 'sample_ddim', 'SamplerSettings', 'Generated', 'check_generate_args',
+           'generate', 'first_step_x0', 'ImageJob', 'generate_to_folder']
 
 # %% ../nbs/06_sampler.ipynb #29bcd5b4
 def authors_timesteps(num_train_timesteps:int=1000, # T of the trained model
@@ -164,77 +164,6 @@ def chunked(fn:Callable, # a function of batched tensors returning a tensor or a
             return tuple(None if outs[0][j] is None else torch.cat([o[j] for o in outs]) for j in range(len(outs[0])))
         return torch.cat(outs)
     return call
-
-# %% ../nbs/06_sampler.ipynb #69b984b2
-@dataclass
-class ModeGuidance:
-    "Mode guidance toward one target latent per image (Eq. 5) with stop guidance (§3.3)."
-    modes: torch.Tensor # [B, C, H, W] target mode m_k of each image
-    mode_guidance_scale: float = 0.1 # λ
-    stop_t: int = 25 # guide while the respaced step index is > stop_t
-    x0_clip: float|None = None # clamp x̂₀ to ±x0_clip in the guidance term (None: unclamped, as the authors)
-    stop_timestep: int|None = None # guide while the model timestep t > stop_timestep instead (the authors' SD rule)
-    guided_steps: torch.Tensor = field(init=False, compare=False, repr=False) # [B] steps that pulled each image so far
-
-    def __post_init__(self):
-        self.guided_steps = torch.zeros(len(self.modes), dtype=torch.long, device=self.modes.device)
-
-    def active(self, i:int, # the step (0 = noisiest)
-               num_steps:int, # the number of sampling steps
-               t:int|None=None, # the step's model timestep (needed by the timestep rule)
-              ) -> bool:
-        "Whether step `i` is guided: respaced index num_steps-1-i above stop_t, or timestep t above stop_timestep."
-        if self.mode_guidance_scale == 0: return False
-        if self.stop_timestep is None: return num_steps - 1 - i > self.stop_t
-        if t is None: raise ValueError("the timestep stop rule (stop_timestep) needs the step's timestep t")
-        return t > self.stop_timestep
-
-    def scale(self) -> float|torch.Tensor:
-        "λ of the current guided step: one float here; a variant may return one λ per image (`AdaptiveStop`)."
-        return self.mode_guidance_scale
-
-    def pulled(self) -> torch.Tensor:
-        "[B] bool: the images the current guided step pulls (all of them here; `AdaptiveStop` drops stopped ones)."
-        return torch.ones(len(self.modes), dtype=torch.bool, device=self.modes.device)
-
-    def observe(self, x0:torch.Tensor) -> None:
-        "Called with x̂₀ after each guided step: counts the step in `guided_steps` for the images it pulled."
-        self.guided_steps += self.pulled().long()
-
-# %% ../nbs/06_sampler.ipynb #00fc5252
-@dataclass
-class AdaptiveStop(ModeGuidance):
-    "Mode guidance that stops image k once ‖x̂₀ − m_k‖ ≤ mode_radius[k] (tested after each guided step, then latched)."
-    mode_radius: torch.Tensor|None = None # [B] each image's radius in latent space (required)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.mode_radius is None or tuple(self.mode_radius.shape) != (len(self.modes),):
-            shape = None if self.mode_radius is None else tuple(self.mode_radius.shape)
-            raise ValueError(f"AdaptiveStop needs one radius per image, shape ({len(self.modes)},), got {shape}")
-        self.mode_radius = self.mode_radius.to(self.modes.device, torch.float32)
-        self.stopped = torch.zeros(len(self.modes), dtype=torch.bool, device=self.modes.device)
-
-    def scale(self) -> torch.Tensor:
-        "λ for the images still guided and 0 for the stopped ones, as [B, 1, 1, 1]."
-        return (self.mode_guidance_scale * self.pulled().float()).view(-1, 1, 1, 1)
-
-    def pulled(self) -> torch.Tensor: return ~self.stopped
-
-    def observe(self, x0:torch.Tensor) -> None:
-        "Count the step, then stop the images whose x̂₀ lies within their radius of their mode."
-        super().observe(x0)
-        self.stopped |= (x0.float() - self.modes).flatten(1).norm(dim=1) <= self.mode_radius
-
-def make_guidance(modes:torch.Tensor, # [B, C, H, W] target modes of one batch
-                  settings:SamplerSettings, # λ, stop_t, x0_clip, stop_timestep
-                  mode_radius:torch.Tensor|None=None, # [B] per-image radii (adaptive stop), or None
-                 ) -> ModeGuidance:
-    "The guidance `generate` uses for a batch: `ModeGuidance`, or `AdaptiveStop` when radii are given."
-    if mode_radius is None: return ModeGuidance(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
-                                           settings.stop_timestep)
-    return AdaptiveStop(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
-                        settings.stop_timestep, mode_radius=torch.as_tensor(mode_radius))
 
 # %% ../nbs/06_sampler.ipynb #570af3d9
 class SamplingDivergedError(NonFiniteError):

@@ -5,8 +5,9 @@ import numpy as np, pytest, torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
 from mgd3.backbone import load_backbone
 from mgd3.sampler import (generate, generate_to_folder, ImageJob, ddpm_coefficients, authors_timesteps,
-                          ddpm_guided_step, dit_denoiser, sample_ddpm, ModeGuidance, SamplingDivergedError,
-                          check_finite_step)
+                          ddpm_guided_step, sample_ddpm, SamplingDivergedError, check_finite_step)
+from mgd3.backbone import dit_denoiser
+from mgd3.guidance import ModeGuidance
 
 def _tiny_pipeline(tmp_path, scheduler=None, num_classes=1000):
     torch.manual_seed(0)
