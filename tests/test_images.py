@@ -4,7 +4,7 @@ the export) giving the same tensor for any mode and size."""
 import struct, tempfile, zlib
 from pathlib import Path
 import numpy as np
-import pytest, torch
+import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 from PIL import Image
 import mgd3
