@@ -32,7 +32,7 @@ def test_help_shows_every_run_parameter_with_its_default():
         shown = ', '.join(map(str, default)) if isinstance(default, tuple) else 'none' if default is None else default
         assert f'--{name}' in out and _words(f"{help} (default: {shown})") in out, name
     for paper in ('(paper: 0.1) (default: 0.1)', '(paper: 25 of 50) (default: 25)', '(paper: 50) (default: 50)',
-                  '8.0 for SD) (default: 4.0)'):
+                  '8.0 for SD) (default: none)'):
         assert paper in out
     top = mgd3.cli.build_parser().format_help()
     assert all(c in top for c in ('distill', 'evaluate', 'validate', 'export', 'explore'))
