@@ -36,11 +36,13 @@ def _on_white(arr:np.ndarray) -> np.ndarray:
 
 def to_8bit(im:Image.Image, # an open PIL image of any mode
             channels:int|None=None, # 1 (grey) or 3 (RGB); None: `image_channels(im)`
+            exif:bool=False, # turn the image upright by its EXIF orientation tag (False: as stored, as torchvision)
            ) -> Image.Image:
-    "`im` upright and as 8-bit 'L' or 'RGB': 16-bit scaled, palette and CMYK converted, alpha composited on white."
+    "`im` as 8-bit 'L' or 'RGB': 16-bit scaled, palette and CMYK converted, alpha composited on white."
     c = channels or image_channels(im)
     if c not in (1, 3): raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
-    im = ImageOps.exif_transpose(im)
+    im.load()   # decode now: the caller may close the file before it reads the result
+    if exif: im = ImageOps.exif_transpose(im)
     if im.mode in _WIDE_GREY:
         im = Image.fromarray(np.clip(np.round(np.asarray(im).astype(np.float64) / 257), 0, 255).astype(np.uint8))
     elif im.mode in ('P', 'PA'): im = im.convert('RGBA' if im.mode == 'PA' or 'transparency' in im.info else 'RGB')
@@ -53,11 +55,12 @@ def to_8bit(im:Image.Image, # an open PIL image of any mode
 
 def decode_image(src, # an image file, or an open PIL image
                  channels:int|None=None, # 1 (grey) or 3 (RGB); None: `image_channels` of the image
+                 exif:bool=False, # apply the EXIF orientation tag (see `to_8bit`)
                 ) -> torch.Tensor:
     "An image as uint8 `[C, H, W]` through `to_8bit`: the decoder of every read path in mgd3."
-    if isinstance(src, Image.Image): arr = np.asarray(to_8bit(src, channels))
+    if isinstance(src, Image.Image): arr = np.asarray(to_8bit(src, channels, exif))
     else:
-        with Image.open(src) as im: arr = np.asarray(to_8bit(im, channels))
+        with Image.open(src) as im: arr = np.asarray(to_8bit(im, channels, exif))
     return torch.from_numpy(arr.copy()).view(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1)
 
 # %% ../nbs/01a_images.ipynb #3f6e9341

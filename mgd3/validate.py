@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from PIL import Image
-from .images import IMG_EXTENSIONS
+from .images import IMG_EXTENSIONS, to_8bit
 from .data import (DatasetSpec, dataset_spec, detect_source, split_dir, class_files, load_embedded)
 
 # %% auto #0
@@ -43,7 +43,7 @@ class ValidationReport:
 
 #| export
 _IMAGENET_MAX = {'train': 1300, 'val': 50, 'validation': 50}   # ImageNet-1K's most images per class
-_CHECKS = {'none': None, 'header': lambda im: im.verify(), 'decode': lambda im: im.convert('RGB')}
+_CHECKS = {'none': None, 'header': lambda im: im.verify(), 'decode': to_8bit}   # decode: the one decoder
 
 def validate_dataset(spec:str|DatasetSpec, # dataset name or spec
                      root:str|Path|None, # dataset root (None for mnist5k)
