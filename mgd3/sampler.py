@@ -14,7 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 from .core import (pick_dtype, check_int, check_float, check_choice, check_bool, check_seed, check_tensor,
                        check_labels, check_list, NonFiniteError)
-from .backbone import DiffusionBackbone
+from .backbone import DiffusionBackbone, DIT_KIND
 from .guidance import ModeGuidance, make_guidance
 from .images import set_image_path, write_images
 
@@ -241,7 +241,7 @@ class SamplerSettings:
     "Every setting of mode-guided sampling that changes an image (defaults: the paper's), validated when built."
     mode_guidance_scale: float = 0.1 # λ
     stop_t: int = 25 # stop guidance: guide while the respaced step index > stop_t (paper: 25 of 50)
-    guidance_scale: float = 4.0 # classifier-free guidance (1 = none)
+    guidance_scale: float = DIT_KIND.guidance_scale # classifier-free guidance (1 = none); DiT's 4.0, declared there
     num_inference_steps: int = 50 # sampling steps (respaced from the training steps)
     sampler: str = 'ddpm' # "ddpm" (the authors' ancestral sampler) or "ddim" (Algorithm 1)
     cfg_channels: int|None = 3 # CFG on the first 3 latent channels (original DiT); None: all (DiTPipeline)

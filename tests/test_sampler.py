@@ -302,9 +302,13 @@ def test_run_defaults_are_the_samplers():
     from mgd3.config import DistillConfig
     from mgd3.sampler import SamplerSettings
     run = {f.name: f.default for f in fields(DistillConfig)}
-    shared = [f.name for f in fields(SamplerSettings) if f.name in run and f.name != 'stop_timestep']
-    assert shared == ['mode_guidance_scale', 'stop_t', 'guidance_scale', 'num_inference_steps', 'sampler', 'chunk_size']
+    shared = [f.name for f in fields(SamplerSettings) if f.name in run and f.name not in ('stop_timestep',
+                                                                                          'guidance_scale')]
+    assert shared == ['mode_guidance_scale', 'stop_t', 'num_inference_steps', 'sampler', 'chunk_size']
     assert {n: run[n] for n in shared} == {n: getattr(SamplerSettings(), n) for n in shared}
     # stop_timestep differs on purpose: the run keeps the authors' 500 for its timestep rule, the sampler's None
-    # means the step-index rule; a default run (the index rule) hands the sampler None
+    # means the step-index rule; a default run (the index rule) hands the sampler None. guidance_scale is None in the
+    # run (the backbone kind's) and the sampler's default is the DiT kind's, declared on the kind
+    from mgd3.backbone import DIT_KIND
+    assert run['guidance_scale'] is None and SamplerSettings().guidance_scale == DIT_KIND.guidance_scale == 4.0
     assert DistillConfig.from_params().sampler_settings() == SamplerSettings()
