@@ -14,7 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 from .core import (pick_dtype, check_int, check_float, check_choice, check_bool, check_seed, check_tensor,
                        check_labels, check_list, atomic_save, NonFiniteError)
-from .backbone import DiffusionBackbone, dit_denoiser
+from .backbone import DiffusionBackbone, dit_denoiser  # noqa: F401 (dit_denoiser: the DiT adapter, shown below)
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'authors_timesteps', 'sampling_timesteps', 'DDPMCoefficients', 'ddpm_coefficients', 'mode_guidance',
