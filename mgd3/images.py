@@ -332,10 +332,10 @@ def to_uint8(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
 # %% ../nbs/01a_images.ipynb #f13dd361
 def write_images(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
                  paths:Sequence[str|Path], # one PNG path per image
-                 image_size:int|None=None, # resize to image_size × image_size (PIL bicubic); None: as they are
+                 save_size:int|None=None, # resize to save_size × save_size (PIL bicubic); None: as they are
                 ) -> list[Path]:
     "Write each image as a PNG, atomically; a non-finite image is refused, never written."
-    if image_size is not None: check_int('image_size', image_size, min=1)
+    if save_size is not None: check_int('save_size', save_size, min=1)
     if not torch.isfinite(images).all():
         bad = (~torch.isfinite(images.flatten(1))).any(1).nonzero().flatten().tolist()
         raise ValueError(f"images {bad[:10]} contain NaN or infinite values and were not written; the sampler diverged "
@@ -344,7 +344,7 @@ def write_images(images:torch.Tensor, # [N, C, H, W] floats in [0, 1]
     for img, p in zip(to_uint8(images.detach().cpu()), paths):
         arr = img.permute(1, 2, 0).numpy()
         pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-        if image_size is not None and pil.size != (image_size, image_size):
-            pil = pil.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        if save_size is not None and pil.size != (save_size, save_size):
+            pil = pil.resize((save_size, save_size), Image.Resampling.BICUBIC)
         out.append(atomic_save(p, lambda tmp, pil=pil: pil.save(tmp, format='PNG')))
     return out
