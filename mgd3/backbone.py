@@ -11,7 +11,7 @@ from typing import Callable, Protocol, runtime_checkable
 import logging
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel
-from .core import pick_device, Registry, ASSETS_DIR, check_choice, check_path, save_json
+from .core import pick_device, Registry, ASSETS_DIR, check_choice, check_path, save_json, check_fields, or_none
 from .latents import encode_latents, decode_latents, load_vae
 
 _logger = logging.getLogger('mgd3.backbone')
@@ -303,8 +303,6 @@ def backbone_entry(name_or_path:str|Path, # a registered name, '<prefix>:<source
 
 # %% ../nbs/04_backbone.ipynb #596b69f2
 _MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-from .core import check_fields, or_none
 
 def _check_dtype(name:str, dtype):
     if dtype not in _MODEL_DTYPES:

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import pick_device, check_int, check_bool, check_choice, check_seed, check_labels
+from .core import pick_device, check_int, check_bool, check_choice, check_seed, check_labels, check_fields, or_none
 from .images import ImageSet, StreamedImageSet, image_shape, image_batches, as_image_set, prepare_test_set
 from .augment import cpu_single_thread, augment_batch, normalize_batch, shuffle_patches, cutmix, mixed_targets
 from .protocols import EvalConfig, get_eval_config, epochs_for, rded_batch_size, resolve_config
@@ -179,8 +179,6 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
 
 # %% ../nbs/08_evaluate.ipynb #76a6c1d6
 from functools import partial
-from .core import check_fields, or_none
-
 def _check_callable(name:str, value) -> Callable:
     if not callable(value): raise TypeError(f"{name} must be a function, got {value!r}; pass e.g. print, or None")
     return value

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 import numpy as np
 from .core import (save_tensors, load_tensors, save_json, load_json, item_generator, check_int, check_bool,
-                       check_seed, check_path, check_tensor, check_choice)
+                       check_seed, check_path, check_tensor, check_choice, check_fields, or_none)
 from .data import (DatasetSpec, dataset_spec, class_images, class_files, detect_source, load_embedded,
                        flip_image, _warn_skip)
 from .images import load_image
@@ -217,8 +217,6 @@ class LatentCache:
 
 # %% ../nbs/02_latents.ipynb #c211f21c
 from functools import partial
-from .core import check_fields, or_none
-
 FLIPS = ('none', 'seeded', 'both')   # cache_latents' flips: none, seeded while encoding, both orientations stored
 
 def _check_vae(name:str, vae):

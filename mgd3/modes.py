@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from joblib import Parallel, delayed
 from .core import (save_tensors, load_tensors, Registry, check_int, check_seed, check_tensor, check_labels,
-                       check_bool)
+                       check_bool, check_fields)
 from .latents import decode_latents
 from .kmeans import kmeans_torch_modes, kmeans_batched
 
@@ -79,8 +79,6 @@ def random_modes(x, k, seed):
 register_mode_method('kmeans-torch')(kmeans_torch_modes)
 
 # %% ../nbs/03_modes.ipynb #89e19542
-from .core import check_fields
-
 def _check_n_jobs(name:str, n_jobs) -> int:
     cores = os.cpu_count() or 1
     if check_int(name, n_jobs, min=-cores, max=cores, hint=f'pass 1, a worker count up to {cores}, or -1 (all '

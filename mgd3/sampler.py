@@ -13,7 +13,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 from .core import (pick_dtype, check_int, check_float, check_choice, check_bool, check_seed, check_tensor,
-                       check_labels, check_list, NonFiniteError)
+                       check_labels, check_list, NonFiniteError, check_fields)
 from .backbone import DiffusionBackbone, DIT_KIND
 from .guidance import ModeGuidance, make_guidance
 from .images import set_image_path, write_images
@@ -307,8 +307,6 @@ def _settings(settings:SamplerSettings|None, overrides:dict) -> SamplerSettings:
     return replace(settings or SamplerSettings(), **overrides)
 
 # %% ../nbs/06_sampler.ipynb #43a99be3
-from .core import check_fields
-
 _GENERATE_RULES = {'decode': check_bool, 'progress': check_bool,   # `generate`'s flags and batch size, by name
                    'batch_size': lambda n, v: check_int(n, v, min=1)}
 
