@@ -274,12 +274,13 @@ def disk_needed(run:Run, # the run
                ) -> dict[str, int]:
     "Bytes the run still has to write, by kind: 'latents', 'images' and 'other' (modes, evaluations, figures)."
     cfg, spec = run.config, dataset_spec(run.config.dataset)
-    cached = {int(p.name[6:10]) for p in run.latents_dir.glob('*/class_*.safetensors')}
     per_latent = 4 * math.prod(latent_shape) + 8
     sides = 2 if cfg.mode_flips == 'authors' else 1   # a mirrored cache also holds every image flipped
     itemsize = LATENT_DTYPES[cfg.latent_dtype].itemsize   # bytes per stored latent value
-    latents = sum(n * (sides * itemsize * math.prod(latent_shape) + 8) + 4096
-                  for c, n in enumerate(_train_counts(spec, cfg.data_root)) if c not in cached)
+    shard = [n * (sides * itemsize * math.prod(latent_shape) + 8) + 4096 for n in _train_counts(spec, cfg.data_root)]
+    caches = len(cfg.generation_seeds()) if run.seeded_latents() else 1   # SD: one cache of posterior samples per seed
+    written = [int(p.name[6:10]) for p in run.latents_dir.glob('*/class_*.safetensors')]
+    latents = max(0, caches * sum(shard) - sum(shard[c] for c in written))
     todo = 0
     for m in cfg.methods:
         for seed in run.set_seeds(m):
