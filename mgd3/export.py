@@ -4,13 +4,13 @@
 
 # %% ../nbs/17_export.ipynb #bfd46f3f
 from __future__ import annotations
-import json, logging, os, shutil, time
+import hashlib, json, logging, os, shutil, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import torch
 from PIL import Image
 from .core import (atomic_write, item_seed, load_json, load_tensors, package_versions, save_json, save_tensors,
-                       sha256_file)
+                       sha256_file, IntegrityWarning)
 from .data import dataset_spec, teacher_columns
 from .images import ImageSet, decode_image, image_channels, set_image_path
 from .methods import get_method
@@ -18,8 +18,8 @@ from .run import Run
 
 # %% auto #0
 __all__ = ['DISTILLED_FORMAT', 'METADATA_FILE', 'CARD_FILE', 'PROVENANCE_FILE', 'PACK_FILE', 'CITATION', 'set_rows',
-           'set_accuracies', 'set_provenance', 'dataset_card', 'teacher_soft_labels', 'export_distilled',
-           'DistilledSet', 'is_distilled', 'load_distilled', 'push_to_hub']
+           'set_accuracies', 'set_provenance', 'dataset_card', 'teacher_soft_labels', 'tensor_sha256',
+           'export_distilled', 'DistilledSet', 'is_distilled', 'load_distilled', 'push_to_hub']
 
 # %% ../nbs/17_export.ipynb #63075cee
 _logger = logging.getLogger('mgd3.export')
@@ -183,6 +183,10 @@ def teacher_soft_labels(run:Run, # a run with a teacher
     return logits, info
 
 # %% ../nbs/17_export.ipynb #655372f1
+def tensor_sha256(t:torch.Tensor) -> str:
+    "The sha256 of a tensor's bytes (row-major, as stored): what a pack's header records for each of its tensors."
+    return hashlib.sha256(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+
 def _write_jsonl(path:Path, rows:list[dict]) -> None:
     with atomic_write(path, 'w') as f: f.write(''.join(json.dumps(r, sort_keys=True) + '\n' for r in rows))
 
@@ -225,7 +229,8 @@ def export_distilled(run:Run|str|Path, # a finished run, or its folder
                                                         "soft_labels=None or False")
             tensors['soft_labels'], info['soft_labels'] = teacher_soft_labels(run, images, device)
         info['image_shape'] = list(images.shape[1:])
-        save_tensors(tmp/PACK_FILE, tensors, {'provenance': info, 'rows': rows})
+        save_tensors(tmp/PACK_FILE, tensors, {'provenance': info, 'rows': rows,
+                                              'sha256': {k: tensor_sha256(v) for k, v in tensors.items()}})
     _write_jsonl(tmp/METADATA_FILE, rows)
     save_json(tmp/PROVENANCE_FILE, info)
     with atomic_write(tmp/CARD_FILE, 'w') as f: f.write(dataset_card(info))
@@ -261,23 +266,32 @@ def is_distilled(path:str|Path) -> bool:
     return (p.is_file() and p.suffix == '.safetensors') or (p.is_dir() and (p/METADATA_FILE).is_file())
 
 # %% ../nbs/17_export.ipynb #1b558d95
-def _load_pack(path:Path) -> DistilledSet:
+def _load_pack(path:Path, verify:bool=True) -> DistilledSet:
     tensors, meta = load_tensors(path)
     if meta.get('provenance', {}).get('format') != DISTILLED_FORMAT or 'images' not in tensors:
         raise ValueError(f"{path} is not a distilled-set pack written by mgd3.export_distilled "
                          f"(format {DISTILLED_FORMAT})")
+    if verify:
+        want = meta.get('sha256')
+        if want is None: warnings.warn(f"{path} records no sha256 of its tensors (exported before mgd3 wrote them): it "
+                                       "cannot be verified; export the set again", IntegrityWarning)
+        else:
+            bad = sorted(k for k in set(want) | set(tensors) if want.get(k) != (tensor_sha256(tensors[k]) if k in
+                                                                                 tensors else None))
+            if bad: raise ValueError(f"{path}: tensors {bad} differ from the sha256 in its header: the file was altered "
+                                     "or damaged; export the set again")
     return DistilledSet(tensors['images'], tensors['labels'], meta['rows'], meta['provenance'],
                         tensors.get('soft_labels'))
 
 def load_distilled(path:str|Path, # an exported folder, or a pack (.safetensors)
-                   verify:bool=True, # check each image file against its sha256 (folders)
+                   verify:bool=True, # check each image file (folders) or each tensor (packs) against its sha256
                   ) -> DistilledSet:
     "Read a distilled set written by `export_distilled`, from its folder or its tensor pack, with its metadata."
     p = Path(path)
     if not is_distilled(p):
         raise FileNotFoundError(f"{p} is neither a folder with {METADATA_FILE} nor a .safetensors pack; pass a folder "
                                 "written by mgd3.export_distilled (a plain image folder: mgd3.load_image_folder)")
-    if p.is_file(): return _load_pack(p)
+    if p.is_file(): return _load_pack(p, verify)
     rows = [json.loads(line) for line in (p/METADATA_FILE).read_text(encoding='utf-8').splitlines() if line.strip()]
     if not rows: raise ValueError(f"{p/METADATA_FILE} lists no images")
     info = load_json(p/PROVENANCE_FILE) if (p/PROVENANCE_FILE).is_file() else {}
@@ -290,7 +304,7 @@ def load_distilled(path:str|Path, # an exported folder, or a pack (.safetensors)
     labels = torch.tensor([r['label'] for r in rows], dtype=torch.int64)
     soft = None
     if (p/PACK_FILE).is_file():
-        packed = _load_pack(p/PACK_FILE)
+        packed = _load_pack(p/PACK_FILE, verify)
         if not torch.equal(packed.labels, labels):
             raise ValueError(f"{p/PACK_FILE} does not belong to the images beside it (labels differ); export again")
         soft = packed.soft_labels
