@@ -16,7 +16,7 @@ from .latents import LATENT_DTYPES
 from .sampler import SamplerSettings
 from .evalnets import list_evalnets
 from .methods import list_methods
-from .paper import TABLE_PRESETS
+from .paper import TABLE_PRESETS, preset_params, group_params
 
 # %% auto #0
 __all__ = ['METHODS', 'NOT_RESULTS', 'LOCK_MODES', 'param', 'DistillConfig']
@@ -30,7 +30,8 @@ def param(default, # the parameter's default value (the paper's, where the paper
 
 # %% ../nbs/11_config.ipynb #6154111a
 METHODS = ('random_real', 'mode_discovery_only', 'unguided', 'mgd3_no_stop', 'mgd3')   # what a default run makes
-NOT_RESULTS = ('batch_size', 'device', 'out_dir', 'lock', 'tsne')   # change no image or number: not compared on resume
+NOT_RESULTS = ('batch_size', 'device', 'out_dir', 'lock', 'tsne',   # change no image or number: not compared on resume
+               'table_groups')   # (a preset's backbone groups are runs of their own, with their own manifests)
 LOCK_MODES = ('wait', 'fail')   # what a run does when another process is writing its out_dir
 _SAMPLER = SamplerSettings()   # the sampler's defaults are declared there, once; the run's fields take them
 
@@ -61,6 +62,8 @@ class DistillConfig:
     teacher: str|None = param(None, "soft labels and metrics (None: the dataset's teacher, if it has one)")
     teacher_weights: str|None = param(None, "a timm teacher's .safetensors file (None: download it from the hub)")
     preset: str|None = param(None, "a paper table's settings (mgd3.TABLE_PRESETS); explicit parameters win")
+    table_groups: dict|None = param(None, "a preset's other-backbone rows: {group: parameters}, e.g. "
+                                          "{'ldm': {'backbone': 'ldm:/models/cin256'}}")
     mode_method: str = param('kmeans', "mode discovery: mgd3.list_mode_methods()")
     latent_dtype: str = param('float32', "storage dtype of the latent cache: 'float16'/'bfloat16' halve its disk")
     mode_flips: str = param('authors', "'authors': each seed's modes from randomly flipped images; 'none': one set")
@@ -146,6 +149,8 @@ class DistillConfig:
             raise ValueError("the soft-label protocol needs teacher= (a teacher folder or a timm model name with "
                              "local weights)")
         if self.preset is not None: check_choice('preset', self.preset, sorted(TABLE_PRESETS))
+        if self.table_groups is not None:   # names only the preset's groups, each with a dict of parameters
+            group_params({'preset': self.preset, 'table_groups': self.table_groups}, self.out_dir)
         if self.teacher_weights is not None and not self.teacher:
             raise ValueError("teacher_weights is set but teacher is not; pass teacher= (a timm model name such as "
                              "'resnet18.tv_in1k') with it")
@@ -161,8 +166,7 @@ class DistillConfig:
         bad = sorted(set(params) - set(names))
         if bad: raise TypeError(f"unknown run parameters {bad}; valid ones: {names}")
         if params.get('preset') is not None:   # the table's settings, under the parameters given explicitly
-            check_choice('preset', params['preset'], sorted(TABLE_PRESETS))
-            params = {**TABLE_PRESETS[params['preset']], **params}
+            params = {**preset_params(params['preset']), **params}
         config = cls(**params).resolved()
         config.check()
         return config

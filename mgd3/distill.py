@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_distill.ipynb #1d367d0d
 from __future__ import annotations
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, asdict, replace, field
 from pathlib import Path
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from .protocols import get_eval_config
 from .evalnets import load_teacher, Teacher
 from .metrics import streamed_metrics, plot_tsne, _nanmean
 from .config import DistillConfig
+from .paper import group_params
 from .run import Run, verify_run, check_disk_space
 
 _logger = logging.getLogger('mgd3.distill')
@@ -269,16 +270,24 @@ def make_figures(run:Run, # the run
 # %% ../nbs/13_distill.ipynb #25c94bba
 @dataclass
 class DistillResult:
-    "What `distill` returns: the run folder, the metrics and the comparison table."
+    "What `distill` returns: the run folder, the metrics and the comparison table (a preset's groups' below it)."
     out_dir: Path
     metrics: dict
     table: str
     config: DistillConfig
+    groups: dict = field(default_factory=dict) # a preset's backbone group (e.g. 'ldm') → its own `DistillResult`
+
+    @property
+    def group_metrics(self) -> dict:
+        "Each group's metrics, as `paper_comparison` takes them."
+        return {g: r.metrics for g, r in self.groups.items()}
 
 # %% ../nbs/13_distill.ipynb #be2f6b69
 def distill(**params) -> DistillResult:
     "Run MGD³ end to end (stage 1 → methods → evaluation → metrics) into `out_dir`; resumable. See `DistillConfig`."
-    with Run.writer(DistillConfig.from_params(**params)) as run:
+    config = DistillConfig.from_params(**params)
+    for p in group_params(params, config.out_dir).values(): DistillConfig.from_params(**p)   # checked before any work
+    with Run.writer(config) as run:
         if run.complete: verify_run(run, run.metrics_path)
         if not run.complete:
             verify_run(run)
@@ -293,4 +302,6 @@ def distill(**params) -> DistillResult:
             _logger.info("%s: complete (%.0f s of stages in the manifest)", run.folder,
                          sum(run.manifest.timings.values()))
         metrics = load_json(run.metrics_path)
-    return DistillResult(run.folder, metrics, comparison_table(metrics), run.config)
+    groups = {g: distill(**p) for g, p in group_params(params, config.out_dir).items()}   # each a run of its own
+    table = comparison_table(metrics) + ''.join(f"\n\n{g} ({r.config.backbone}):\n{r.table}" for g, r in groups.items())
+    return DistillResult(run.folder, metrics, table, run.config, groups)

@@ -4,9 +4,13 @@
 
 # %% ../nbs/14_paper.ipynb #48c4a5ef
 from __future__ import annotations
+from pathlib import Path
+from .core import check_choice
+from .methods import list_methods
 
 # %% auto #0
-__all__ = ['PAPER_RESULTS', 'TABLE_PRESETS', 'TABLE_IPCS', 'paper_comparison']
+__all__ = ['PAPER_RESULTS', 'TABLE_PRESETS', 'TABLE_IPCS', 'TABLE_ROWS', 'LDM_BACKBONE', 'TABLE_GROUPS', 'BACKBONE_PARAMS',
+           'split_row', 'table_methods', 'preset_params', 'group_params', 'paper_comparison']
 
 # %% ../nbs/14_paper.ipynb #00dde653
 def _rows(dataset, ipcs, protocol, nets, method, values):
@@ -17,78 +21,203 @@ def _rows(dataset, ipcs, protocol, nets, method, values):
 # %% ../nbs/14_paper.ipynb #68924778
 _N3 = ('convnet6', 'resnet_ap10', 'resnet18')
 _AP = ('resnet_ap10',)
+_T1 = (10, 20, 50)
+_T8 = (10, 20, 50, 70, 100)
+_FULL8 = [(86.4, 0.2), (87.5, 0.5), (89.3, 1.2)]   # Table 8's Full row, the same at every IPC
 PAPER_RESULTS = {
-    # Table 1 (ResNetAP-10, hard labels): Random, DiT, DiT + MGD3
-    **_rows('imagenette', (10, 20, 50), 'hard', _AP, 'random_real', [[(54.2, 1.6)], [(63.5, 0.5)], [(76.1, 1.1)]]),
-    **_rows('imagenette', (10, 20, 50), 'hard', _AP, 'unguided', [[(59.1, 0.7)], [(64.8, 1.2)], [(73.3, 0.9)]]),
+    # Table 1 (ResNetAP-10, hard labels)
+    **_rows('imagenette', _T1, 'hard', _AP, 'random_real', [[(54.2, 1.6)], [(63.5, 0.5)], [(76.1, 1.1)]]),
+    **_rows('imagenette', _T1, 'hard', _AP, 'dm', [[(60.8, 0.6)], [(66.5, 1.1)], [(76.2, 0.4)]]),
+    **_rows('imagenette', _T1, 'hard', _AP, 'minimax', [[(62.0, 0.2)], [(66.8, 0.4)], [(76.6, 0.2)]]),
+    **_rows('imagenette', _T1, 'hard', _AP, 'ldm/unguided', [[(60.3, 3.6)], [(62.0, 2.6)], [(71.0, 1.4)]]),
+    **_rows('imagenette', _T1, 'hard', _AP, 'ldm/d4m', [[(59.1, 0.7)], [(64.3, 0.5)], [(70.2, 1.0)]]),
+    **_rows('imagenette', _T1, 'hard', _AP, 'ldm/mgd3', [[(61.9, 4.1)], [(65.3, 1.3)], [(74.2, 0.9)]]),
+    **_rows('imagenette', _T1, 'hard', _AP, 'unguided', [[(59.1, 0.7)], [(64.8, 1.2)], [(73.3, 0.9)]]),
+    **_rows('imagenette', _T1, 'hard', _AP, 'd4m', [[(60.4, 3.4)], [(65.5, 1.2)], [(73.8, 1.7)]]),
     **_rows('imagenette', (20, 50), 'hard', _AP, 'mgd3', [[(71.2, 0.5)], [(79.5, 1.3)]]),
-    **_rows('imageidc', (10, 20, 50), 'hard', _AP, 'random_real', [[(48.1, 0.8)], [(52.5, 0.9)], [(68.1, 0.7)]]),
-    **_rows('imageidc', (10, 20, 50), 'hard', _AP, 'unguided', [[(54.1, 0.4)], [(58.9, 0.2)], [(64.3, 0.6)]]),
-    **_rows('imageidc', (10, 20, 50), 'hard', _AP, 'mgd3', [[(55.9, 2.1)], [(61.9, 0.9)], [(72.1, 0.8)]]),
+    **_rows('imageidc', _T1, 'hard', _AP, 'random_real', [[(48.1, 0.8)], [(52.5, 0.9)], [(68.1, 0.7)]]),
+    **_rows('imageidc', _T1, 'hard', _AP, 'dm', [[(52.8, 0.5)], [(58.5, 0.4)], [(69.1, 0.8)]]),
+    **_rows('imageidc', _T1, 'hard', _AP, 'minimax', [[(53.1, 0.2)], [(59.0, 0.4)], [(69.6, 0.2)]]),
+    **_rows('imageidc', _T1, 'hard', _AP, 'ldm/unguided', [[(50.8, 1.2)], [(55.1, 2.0)], [(63.8, 0.4)]]),
+    **_rows('imageidc', _T1, 'hard', _AP, 'ldm/d4m', [[(52.3, 2.3)], [(55.5, 1.2)], [(62.7, 0.8)]]),
+    **_rows('imageidc', _T1, 'hard', _AP, 'ldm/mgd3', [[(53.2, 0.2)], [(58.3, 1.7)], [(67.2, 1.3)]]),
+    **_rows('imageidc', _T1, 'hard', _AP, 'unguided', [[(54.1, 0.4)], [(58.9, 0.2)], [(64.3, 0.6)]]),
+    **_rows('imageidc', _T1, 'hard', _AP, 'd4m', [[(51.1, 2.4)], [(58.0, 1.4)], [(64.1, 2.5)]]),
+    **_rows('imageidc', _T1, 'hard', _AP, 'mgd3', [[(55.9, 2.1)], [(61.9, 0.9)], [(72.1, 0.8)]]),
     # Table 5 (ImageNette IPC 10, three nets): the ablation
     **_rows('imagenette', (10,), 'hard', _N3, 'mode_discovery_only', [[(53.2, 1.4), (57.1, 1.3), (53.5, 0.6)]]),
     **_rows('imagenette', (10,), 'hard', _N3, 'mgd3_no_stop', [[(57.5, 1.3), (63.8, 1.6), (62.0, 2.2)]]),
     **_rows('imagenette', (10,), 'hard', _N3, 'mgd3', [[(59.6, 2.2), (66.4, 2.4), (64.4, 1.9)]]),
-    # Table 2 (ImageNet-100): Random, Herding, MGD3
+    # Table 2 (ImageNet-100)
     **_rows('imagenet100', (10, 20), 'hard', _N3, 'random_real',
             [[(17.0, 0.3), (19.1, 0.4), (17.5, 0.5)], [(24.8, 0.2), (26.7, 0.5), (25.5, 0.3)]]),
     **_rows('imagenet100', (10, 20), 'hard', _N3, 'herding',
             [[(17.2, 0.3), (19.8, 0.3), (16.1, 0.2)], [(24.3, 0.4), (27.6, 0.1), (24.7, 0.1)]]),
+    **_rows('imagenet100', (10, 20), 'hard', _N3, 'idc1',
+            [[(24.3, 0.5), (25.7, 0.1), (25.1, 0.2)], [(28.8, 0.3), (29.9, 0.2), (30.2, 0.2)]]),
+    **_rows('imagenet100', (10, 20), 'hard', _N3, 'minimax',
+            [[(22.3, 0.5), (24.8, 0.2), (22.5, 0.3)], [(29.3, 0.4), (32.3, 0.1), (31.2, 0.1)]]),
     **_rows('imagenet100', (10, 20), 'hard', _N3, 'mgd3',
             [[(23.4, 0.9), (25.8, 0.5), (23.6, 0.4)], [(30.6, 0.4), (33.9, 1.1), (32.6, 0.4)]]),
+    **_rows('imagenet100', (10, 20), 'hard', _N3, 'full_real',
+            [[(79.9, 0.4), (80.3, 0.2), (81.8, 0.7)]] * 2),
     # Table 10 (ImageNet-100, ResNet-18): hard labels (IDC's instance-norm net) vs soft labels (RDED's BatchNorm net)
     **_rows('imagenet100', (50, 100), 'hard', ('resnet18',), 'mgd3', [[(51.8, 0.2)], [(57.8, 0.2)]]),
     **_rows('imagenet100', (10, 20, 50, 100), 'soft', ('resnet18_bn',), 'mgd3',
             [[(34.0, 1.0)], [(50.2, 0.7)], [(69.2, 0.4)], [(75.8, 0.3)]]),
-    # Table 8 (ImageWoof; MGD3 with a DiT trained on ImageWoof)
-    **_rows('imagewoof', (10, 20, 50), 'hard', _N3, 'random_real',
+    # Table 8 (ImageWoof; MGD3 with a DiT trained on ImageWoof, the other rows from Gu et al. 2024)
+    **_rows('imagewoof', _T8, 'hard', _N3, 'random_real',
             [[(24.3, 1.1), (29.4, 0.8), (27.7, 0.9)], [(29.1, 0.7), (32.7, 0.4), (29.7, 0.5)],
-             [(41.3, 0.6), (47.2, 1.3), (47.9, 1.8)]]),
-    **_rows('imagewoof', (10, 20, 50), 'hard', _N3, 'unguided',
+             [(41.3, 0.6), (47.2, 1.3), (47.9, 1.8)], [(46.3, 0.6), (50.8, 0.6), (52.1, 1.0)],
+             [(52.2, 0.4), (59.4, 1.0), (61.5, 1.3)]]),
+    **_rows('imagewoof', _T8, 'hard', _N3, 'herding',
+            [[(26.7, 0.5), (32.0, 0.3), (30.2, 1.2)], [(29.5, 0.3), (34.9, 0.1), (32.2, 0.6)],
+             [(40.3, 0.7), (49.1, 0.7), (48.3, 1.2)], [(46.2, 0.6), (53.4, 1.4), (49.7, 0.8)],
+             [(54.4, 1.1), (61.7, 0.9), (59.3, 0.7)]]),
+    **_rows('imagewoof', _T8, 'hard', _N3, 'unguided',
             [[(34.2, 1.1), (34.7, 0.5), (34.7, 0.4)], [(36.1, 0.8), (41.1, 0.8), (40.5, 0.5)],
-             [(46.5, 0.8), (49.3, 0.2), (50.1, 0.5)]]),
-    **_rows('imagewoof', (10, 20, 50), 'hard', _N3, 'mgd3',
+             [(46.5, 0.8), (49.3, 0.2), (50.1, 0.5)], [(50.1, 1.2), (54.3, 0.9), (51.5, 1.0)],
+             [(53.4, 0.3), (58.3, 0.8), (58.9, 1.3)]]),
+    **_rows('imagewoof', _T8, 'hard', _N3, 'dm',
+            [[(26.9, 1.2), (30.3, 1.2), (33.4, 0.7)], [(29.9, 1.0), (35.2, 0.6), (29.8, 1.7)],
+             [(44.4, 1.0), (47.1, 1.1), (46.2, 0.6)], [(47.5, 0.8), (51.7, 0.8), (51.9, 0.8)],
+             [(55.0, 1.3), (56.4, 0.8), (60.2, 1.0)]]),
+    **_rows('imagewoof', _T8, 'hard', _N3, 'idc1',
+            [[(33.3, 1.1), (39.1, 0.5), (37.3, 0.2)], [(35.5, 0.8), (43.4, 0.3), (38.6, 0.2)],
+             [(43.9, 1.2), (48.3, 1.0), (48.3, 0.8)], [(48.9, 0.7), (52.8, 1.8), (51.1, 1.7)],
+             [(53.2, 0.9), (56.1, 0.9), (58.3, 1.2)]]),
+    **_rows('imagewoof', (10,), 'hard', _N3, 'glad', [[(33.8, 0.9), (32.9, 0.9), (31.7, 0.8)]]),
+    **_rows('imagewoof', _T8, 'hard', _N3, 'minimax',
+            [[(37.0, 1.0), (39.2, 1.3), (37.6, 0.9)], [(37.6, 0.2), (45.8, 0.5), (42.5, 0.6)],
+             [(53.9, 0.6), (56.3, 1.0), (57.1, 0.6)], [(55.7, 0.9), (58.3, 0.2), (58.8, 0.7)],
+             [(61.1, 0.7), (64.5, 0.2), (65.7, 0.4)]]),
+    **_rows('imagewoof', _T8, 'hard', _N3, 'mgd3',
             [[(34.7, 1.1), (40.4, 1.9), (38.5, 2.5)], [(39.0, 3.5), (43.6, 1.6), (41.9, 2.1)],
-             [(54.5, 1.6), (56.5, 1.9), (58.3, 1.4)]]),
+             [(54.5, 1.6), (56.5, 1.9), (58.3, 1.4)], [(55.1, 2.5), (60.2, 2.4), (59.7, 2.7)],
+             [(60.1, 1.2), (66.5, 1.0), (68.8, 0.7)]]),
+    **_rows('imagewoof', _T8, 'hard', _N3, 'full_real', [_FULL8] * len(_T8)),
     # Table 3 / Fig. 4d (ImageNet-1K, soft labels, ResNet-18 teacher and student); IPC 10 read off a figure
     **_rows('imagenet1k', (10, 50), 'soft', ('resnet18_bn',), 'mgd3', [[(45.5, 0.0)], [(60.2, 0.1)]]),
+    **{('imagenet1k', 50, 'soft', 'resnet18_bn', row): v for row, v in (
+        ('full_real', (69.8, 0.0)), ('sre2l', (46.8, 0.2)), ('g_vbsm', (51.8, 0.4)), ('rded_select', (56.5, 0.1)),
+        ('edc', (58.0, 0.2)), ('d4m', (55.2, 0.1)))},
 }
 
 # %% ../nbs/14_paper.ipynb #5767334d
 TABLE_PRESETS = {
-    'table1-imagenette': dict(dataset='imagenette', nets=('resnet_ap10',), methods=('random_real', 'unguided', 'mgd3')),
-    'table1-imageidc': dict(dataset='imageidc', nets=('resnet_ap10',), methods=('random_real', 'unguided', 'mgd3')),
-    'table2-imagenet100': dict(dataset='imagenet100', nets=_N3, methods=('random_real', 'herding', 'mgd3')),
+    'table1-imagenette': dict(dataset='imagenette', nets=('resnet_ap10',)),
+    'table1-imageidc': dict(dataset='imageidc', nets=('resnet_ap10',)),
+    'table2-imagenet100': dict(dataset='imagenet100', nets=_N3),
     'table3-imagenet1k-soft': dict(dataset='imagenet1k', protocol='soft', nets=('resnet18_bn',),
-                                   teacher='resnet18.tv_in1k', methods=('mgd3',)),
-    'table5-ablation': dict(dataset='imagenette', nets=_N3),
-    'table8-imagewoof': dict(dataset='imagewoof', nets=_N3, methods=('random_real', 'unguided', 'mgd3')),
-    'table10-imagenet100-hard': dict(dataset='imagenet100', nets=('resnet18',), methods=('mgd3',)),
+                                   teacher='resnet18.tv_in1k'),
+    'table5-ablation': dict(dataset='imagenette', nets=_N3,
+                            methods=('random_real', 'mode_discovery_only', 'unguided', 'mgd3_no_stop', 'mgd3')),
+    'table8-imagewoof': dict(dataset='imagewoof', nets=_N3),
+    'table10-imagenet100-hard': dict(dataset='imagenet100', nets=('resnet18',)),
     'table10-imagenet100-soft': dict(dataset='imagenet100', protocol='soft', nets=('resnet18_bn',),
-                                     teacher='resnet18.tv_in1k', methods=('mgd3',)),
+                                     teacher='resnet18.tv_in1k'),
     'fig4-sd-imagenette': dict(dataset='imagenette', nets=('resnet_ap10',), guidance_scale=8.0, stop_t=24,
-                               backbone='sd:stable-diffusion-v1-5/stable-diffusion-v1-5',
-                               methods=('random_real', 'unguided', 'mgd3')),
+                               backbone='sd:stable-diffusion-v1-5/stable-diffusion-v1-5'),
 }
-TABLE_IPCS = {'table1-imagenette': (10, 20, 50), 'table1-imageidc': (10, 20, 50), 'table2-imagenet100': (10, 20),
-              'table3-imagenet1k-soft': (10, 50), 'table5-ablation': (10,), 'table8-imagewoof': (10, 20, 50),
+TABLE_IPCS = {'table1-imagenette': _T1, 'table1-imageidc': _T1, 'table2-imagenet100': (10, 20),
+              'table3-imagenet1k-soft': (10, 50), 'table5-ablation': (10,), 'table8-imagewoof': _T8,
               'table10-imagenet100-hard': (10, 20, 50, 100), 'table10-imagenet100-soft': (10, 20, 50, 100),
               'fig4-sd-imagenette': (10,)}
+_TABLE1 = (('random_real', 'Random'), ('dm', 'DM'), ('minimax', 'MinMaxDiff'), ('ldm/unguided', 'LDM'),
+           ('ldm/d4m', 'LDM + D⁴M'), ('ldm/mgd3', 'LDM + MGD³'), ('unguided', 'DiT'), ('d4m', 'DiT + D⁴M'),
+           ('mgd3', 'DiT + MGD³'))
+TABLE_ROWS = {
+    'table1-imagenette': _TABLE1, 'table1-imageidc': _TABLE1,
+    'table2-imagenet100': (('random_real', 'Random'), ('herding', 'Herding'), ('idc1', 'IDC-1'),
+                           ('minimax', 'MinMaxDiff'), ('mgd3', 'MGD³'), ('full_real', 'Full')),
+    'table3-imagenet1k-soft': (('full_real', 'Full Dataset'), ('sre2l', 'SRe²L'), ('g_vbsm', 'G-VBSM'),
+                               ('rded_select', 'RDED'), ('edc', 'EDC'), ('d4m', 'D⁴M'), ('mgd3', 'MGD³')),
+    'table5-ablation': (('mode_discovery_only', 'Mode discovery'), ('mgd3_no_stop', '+ mode guidance'),
+                        ('mgd3', '+ stop guidance (MGD³)')),
+    'table8-imagewoof': (('random_real', 'Random'), ('herding', 'Herding'), ('unguided', 'DiT'), ('dm', 'DM'),
+                         ('idc1', 'IDC-1'), ('glad', 'GLaD'), ('minimax', 'MinMaxDiff'), ('mgd3', 'MGD³'),
+                         ('full_real', 'Full')),
+    'table10-imagenet100-hard': (('mgd3', 'MGD³ (hard labels)'),),
+    'table10-imagenet100-soft': (('mgd3', 'MGD³ (soft labels)'),),
+    'fig4-sd-imagenette': (('random_real', 'Random'), ('unguided', 'SD'), ('mgd3', 'SD + MGD³')),
+}
+LDM_BACKBONE = 'ldm-cin256'   # the registered name of CompVis's class-conditional ImageNet LDM (Table 1's LDM rows)
+TABLE_GROUPS = {   # preset → {group: the group's backbone settings}; its methods are its rows' (`TABLE_ROWS`)
+    'table1-imagenette': {'ldm': dict(backbone=LDM_BACKBONE)},
+    'table1-imageidc': {'ldm': dict(backbone=LDM_BACKBONE)},
+}
+
+# %% ../nbs/14_paper.ipynb #2583c50f
+def split_row(row:str, # a row id: 'mgd3', 'ldm/mgd3', 'dm', ...
+             ) -> tuple[str|None, str]:
+    "A row id's (backbone group, method): 'ldm/d4m' → ('ldm', 'd4m'); 'mgd3' → (None, 'mgd3')."
+    group, _, method = row.rpartition('/')
+    return group or None, method
+
+def table_methods(preset:str, # a key of TABLE_PRESETS
+                  group:str|None=None, # a backbone group of the preset (None: the run's own backbone)
+                 ) -> tuple[str, ...]:
+    "The registered methods that make the preset's rows on `group`'s backbone, in the table's order."
+    rows = [split_row(r) for r, _ in TABLE_ROWS.get(preset, ())]
+    return tuple(m for g, m in rows if g == group and m in list_methods())
+
+def preset_params(preset:str, # a key of TABLE_PRESETS
+                 ) -> dict:
+    "The run parameters of `preset`: its settings and, unless it names them, its implemented rows as `methods`."
+    check_choice('preset', preset, sorted(TABLE_PRESETS))
+    params = dict(TABLE_PRESETS[preset])
+    params.setdefault('methods', table_methods(preset))
+    return params
+
+# %% ../nbs/14_paper.ipynb #03cb9ed7
+BACKBONE_PARAMS = ('backbone', 'vae', 'timestep_features', 'guidance_scale', 'stop_rule', 'save_size')
+
+def group_params(params:dict, # a run's parameters as given (with `preset`, maybe `table_groups`)
+                 out_dir:str|Path, # the main run's folder (each group runs in out_dir/<group>)
+                ) -> dict[str, dict]:
+    "The run parameters of each backbone group of the preset in `params` that has implemented rows."
+    preset, given = params.get('preset'), params.get('table_groups') or {}
+    groups = TABLE_GROUPS.get(preset, {}) if preset else {}
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise TypeError(f"table_groups must map a group name to its parameters, e.g. {{'ldm': {{'backbone': "
+                        f"'ldm:/models/cin256'}}}}, got {given!r}")
+    if set(given) - set(groups):
+        raise ValueError(f"table_groups names {sorted(set(given) - set(groups))}, which preset {preset!r} does not "
+                         f"have; its groups: {sorted(groups) or 'none'}")
+    base = {k: v for k, v in {**preset_params(preset), **params}.items()
+            if k not in BACKBONE_PARAMS + ('preset', 'table_groups', 'methods', 'out_dir')} if groups else {}
+    return {g: {**base, **settings, **given.get(g, {}), 'methods': table_methods(preset, g),
+                'out_dir': str(Path(out_dir)/g)}
+            for g, settings in groups.items() if table_methods(preset, g)}
 
 # %% ../nbs/14_paper.ipynb #18d0efac
+def _cell(ref) -> str: return '–' if ref is None else f"{ref[0]:5.1f} ± {ref[1]:<4.1f}"
+
 def paper_comparison(cfg, # the run's `DistillConfig`
                      metrics:dict, # the run's metrics.json content
+                     groups:dict|None=None, # group name → that group's metrics (a preset's other backbones)
                     ) -> str:
-    "The paper's mean ± std and tolerance beside each measured number that a paper table reports."
-    lines = []
-    for method, e in metrics['methods'].items():
-        for net, a in e['accuracy'].items():
-            ref = PAPER_RESULTS.get((cfg.dataset, cfg.ipc, cfg.protocol, net, method))
-            if ref is None: continue
+    "Every row of the run's paper table (or its methods), each net: measured beside the paper, with a tolerance."
+    measured = {None: metrics, **(groups or {})}
+    rows = TABLE_ROWS.get(cfg.preset) or tuple((m, m) for m in metrics['methods'])
+    extra = [(m, f'{m} (not in the table)') for m in metrics['methods'] if m not in dict(rows)]
+    lines, refs = [], 0
+    nets = dict.fromkeys([*cfg.nets, *(n for e in metrics['methods'].values() for n in e['accuracy'])])
+    for row, label in (*rows, *extra):
+        group, method = split_row(row)
+        for net in nets:
+            ref = PAPER_RESULTS.get((cfg.dataset, cfg.ipc, cfg.protocol, net, row))
+            a = measured.get(group, {}).get('methods', {}).get(method, {}).get('accuracy', {}).get(net)
+            refs += ref is not None
+            if a is None:
+                what = 'paper only' if method not in list_methods() else 'not run'
+                lines.append(f"{label:<28}{net:<13} {what:<22} paper {_cell(ref)}")
+                continue
+            got = f"measured {a['mean']:5.1f} ± {a['std']:<4.1f}"
+            if ref is None: lines.append(f"{label:<28}{net:<13} {got:<22} paper {_cell(ref)}"); continue
             tol = max(1.0, 2 * ref[1])
-            ok = abs(a['mean'] - ref[0]) <= tol
-            lines.append(f"{method:<22}{net:<13} measured {a['mean']:5.1f} ± {a['std']:<4.1f} paper {ref[0]:5.1f} ± "
-                         f"{ref[1]:<4.1f} (tolerance ±{tol:.1f}): {'within' if ok else 'OUTSIDE'}")
-    if not lines:
+            verdict = 'within' if abs(a['mean'] - ref[0]) <= tol else 'OUTSIDE'
+            lines.append(f"{label:<28}{net:<13} {got:<22} paper {_cell(ref)} (tolerance ±{tol:.1f}): {verdict}")
+    if not refs:
         return f"the paper reports no number for {cfg.dataset} IPC {cfg.ipc} ({cfg.protocol} labels) with these nets"
     return '\n'.join(lines)

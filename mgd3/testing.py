@@ -129,15 +129,19 @@ def rehearsal_params(preset:str, # a key of TABLE_PRESETS
                     ) -> dict:
     "`distill` parameters running `preset` on random components of the real shapes, at toy counts."
     from mgd3.backbone import backbone_entry
-    from mgd3.paper import TABLE_PRESETS
+    from mgd3.paper import TABLE_PRESETS, TABLE_GROUPS
     folder = Path(folder)
     if preset not in TABLE_PRESETS: raise ValueError(f"unknown preset {preset!r}; valid ones: {sorted(TABLE_PRESETS)}")
     table = TABLE_PRESETS[preset]
     dataset = overrides.get('dataset', table['dataset'])
     params = dict(REHEARSAL, preset=preset, data_root=str(imagenet_tree(folder/f'imagenet-{dataset}', dataset)),
                   out_dir=str(folder/'runs'/f'{preset}-{dataset}'))
-    kind = backbone_entry(table.get('backbone', 'dit-xl-2-256')).kind
-    params['backbone'] = _REHEARSAL_BACKBONES[kind.name](kind, folder)
+    def rehearsal_backbone(name):   # random weights of the shapes of the backbone `name` stands for
+        kind = backbone_entry(name).kind
+        return _REHEARSAL_BACKBONES[kind.name](kind, folder)
+    params['backbone'] = rehearsal_backbone(table.get('backbone', 'dit-xl-2-256'))
+    groups = TABLE_GROUPS.get(preset, {})
+    if groups: params['table_groups'] = {g: {'backbone': rehearsal_backbone(s['backbone'])} for g, s in groups.items()}
     if table.get('teacher'):
         params['teacher_weights'] = str(random_teacher_weights(folder/'teacher.safetensors', table['teacher']))
     return {**params, **overrides}
