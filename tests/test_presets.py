@@ -12,6 +12,8 @@ from mgd3.testing import random_teacher_weights
 from mgd3.testing import rehearsal_params
 from mgd3.paper import TABLE_PRESETS
 
+ROOT = Path(__file__).resolve().parents[1]
+
 @pytest.fixture(scope='module')
 def fixtures(tmp_path_factory):
     "One folder for the shared fixtures (the DiT-shaped pipeline, the teacher weights, the data trees)."
@@ -20,24 +22,44 @@ def fixtures(tmp_path_factory):
 def _eval(out, method, net):
     return json.loads((Path(out) / 'eval' / method / 'seed0' / f'{net}.json').read_text())
 
-def test_table1_hard_label_preset_runs_end_to_end(fixtures):
+def test_table1_preset_through_papermill_lists_every_row(fixtures, tmp_path):
+    "`papermill nbs/run.ipynb -p preset table1-imagenette ...`: every implemented row made, all nine listed."
+    import os, subprocess, sys, yaml
+    from mgd3.paper import TABLE_ROWS, split_row
     params = rehearsal_params('table1-imagenette', fixtures)
-    r = mgd3.distill(**params)
-    spec = mgd3.dataset_spec('imagenette')
+    (tmp_path / 'params.yaml').write_text(yaml.safe_dump(params))
+    out_nb = tmp_path / 'out.ipynb'
+    subprocess.run([sys.executable, '-m', 'papermill', str(ROOT / 'nbs' / 'run.ipynb'), str(out_nb), '-f',
+                    str(tmp_path / 'params.yaml'), '--cwd', str(tmp_path)], check=True, capture_output=True,
+                   env={**os.environ, 'MPLBACKEND': 'Agg'})
+    printed = ''.join(''.join(o.get('text', '')) for c in json.loads(out_nb.read_text())['cells']
+                      for o in c.get('outputs', []) if c['cell_type'] == 'code')
+    table = printed[printed.index('DiT + MGD³') - 200:]   # the paper comparison, after the run's own table
+    rows = TABLE_ROWS['table1-imagenette']
+    for row, label in rows:   # nine rows: measured where mgd3 implements the method, else "paper only"
+        line = next(l for l in table.splitlines() if l.startswith(f'{label:<28}'))
+        implemented = split_row(row)[1] in mgd3.list_methods()
+        assert ('measured' in line) == implemented and ('paper only' in line) == (not implemented), line
+    assert sum(split_row(r)[1] not in mgd3.list_methods() for r, _ in rows) >= 1   # DM at least
+    out, spec = Path(params['out_dir']), mgd3.dataset_spec('imagenette')
+    r = mgd3.Run.load(out)
     assert (r.config.dataset, r.config.nets, r.config.protocol) == ('imagenette', ('resnet_ap10',), 'hard')
-    assert set(r.metrics['methods']) == {'random_real', 'unguided', 'mgd3'}
-    out = Path(r.out_dir)
-    assert mgd3.Run.load(out).modes(0).centroids.shape == (10, 1, 4, 32, 32)   # the first seed's modes
-    for m in ('random_real', 'unguided', 'mgd3'):
+    assert r.modes(0).centroids.shape == (10, 1, 4, 32, 32)   # the DiT's modes; the LDM group's are its own
+    made = {m for m in r.config.methods}
+    assert {'random_real', 'unguided', 'mgd3', 'd4m'} <= made
+    for m in made:
         pngs = sorted((out / 'images' / m / 'seed0').rglob('*.png'))
         assert len(pngs) == 10 and sorted({p.parent.name for p in pngs}) == sorted(spec.wnids)
         assert Image.open(pngs[0]).size == (256, 256)
         e = _eval(out, m, 'resnet_ap10')['config']
         assert (e['image_size'], e['num_classes'], e['test_transform'], e['num_test']) == (224, 10, 'resize 224, centre crop 224', 20)
-    assert r.metrics['feature_space'] is None and 'need a teacher' in r.metrics['note']
-    assert {'samples.png', 'modes.png', 'accuracy.png'} <= {p.name for p in (out / 'figures').iterdir()}
+    ldm = mgd3.Run.load(out / 'ldm')   # the LDM rows: a run of their own, on the LDM's VQ latents
+    assert ldm.config.backbone == params['table_groups']['ldm']['backbone'] and ldm.config.preset is None
+    assert set(ldm.config.methods) == {'unguided', 'd4m', 'mgd3'}
+    assert json.loads((out / 'ldm' / 'manifest.json').read_text())['status'] == 'complete'
     man = json.loads((out / 'manifest.json').read_text())
     assert man['config']['preset'] == 'table1-imagenette' and man['status'] == 'complete'
+    assert {'samples.png', 'modes.png', 'accuracy.png'} <= {p.name for p in (out / 'figures').iterdir()}
 
 def test_table3_soft_label_preset_with_the_hub_teacher_on_a_subset(fixtures, monkeypatch):
     "Table 3's protocol (RDED soft labels, resnet18_bn student, torchvision's ResNet-18 from the hub) on ImageIDC."
