@@ -218,6 +218,7 @@ def paper_comparison(cfg, # the run's `DistillConfig`
             tol = max(1.0, 2 * ref[1])
             verdict = 'within' if abs(a['mean'] - ref[0]) <= tol else 'OUTSIDE'
             lines.append(f"{label:<28}{net:<13} {got:<22} paper {_cell(ref)} (tolerance ±{tol:.1f}): {verdict}")
-    if not refs:
-        return f"the paper reports no number for {cfg.dataset} IPC {cfg.ipc} ({cfg.protocol} labels) with these nets"
-    return '\n'.join(lines)
+    if refs: return '\n'.join(lines)
+    none = f"the paper reports no number for {cfg.dataset} IPC {cfg.ipc} ({cfg.protocol} labels) with these nets"
+    if cfg.preset is None: return none
+    return '\n'.join([f"{none} (the table reports IPC {', '.join(map(str, TABLE_IPCS[cfg.preset]))})", *lines])
