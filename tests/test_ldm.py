@@ -347,3 +347,39 @@ def test_distill_runs_unguided_and_mgd3_on_a_tiny_ldm(tmp_path):
     assert run.modes(0).centroids.shape == (10, 1, 3, 8, 8)
     pngs = sorted((r.out_dir / 'images' / 'mgd3' / 'seed0').rglob('*.png'))
     assert len(pngs) == 10
+
+def test_cin256_v2_full_size_layout_converts_key_for_key():
+    "Every weight of cin256-v2's real layout (shapes only, on the meta device) maps onto the diffusers models' own."
+    from diffusers import UNet2DConditionModel, VQModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+    from mgd3.ldm import compvis_config, ldm_unet_config, ldm_vq_config
+    from mgd3.testing import _compvis_unet_shapes, _compvis_vq_shapes
+    p = compvis_config()
+    src = {**{f'model.diffusion_model.{k}': torch.empty(s, device='meta')
+              for k, s in _compvis_unet_shapes(p['unet_config']['params']).items()},
+           **{f'first_stage_model.{k}': torch.empty(s, device='meta')
+              for k, s in _compvis_vq_shapes(p['first_stage_config']['params']).items()}}
+    with torch.device('meta'):
+        unet, vq = UNet2DConditionModel(**ldm_unet_config(p)), VQModel(**ldm_vq_config(p))
+    u = convert_ldm_unet_checkpoint(src, ldm_unet_config(p))
+    v = {**convert_ldm_vae_checkpoint(src, ldm_vq_config(p)),
+         'quantize.embedding.weight': src['first_stage_model.quantize.embedding.weight']}
+    for got, model in ((u, unet), (v, vq)):
+        want = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+        assert {k: tuple(t.shape) for k, t in got.items()} == want
+    assert len(u) == sum(k.startswith('model.diffusion_model.') for k in src)
+    assert sum(t.numel() for t in unet.parameters()) > 300e6   # the real U-Net's size (about 400M parameters)
+
+@pytest.mark.slow
+def test_rehearsal_at_cin256_shapes_runs_the_table1_preset(tmp_path):
+    "The rehearsal LDM (3 × 64 × 64 latents, 256 px, 1000 classes + null) through Table 1's preset (about 70 s)."
+    from PIL import Image
+    from mgd3.backbone import BACKBONE_KINDS
+    from mgd3.testing import REHEARSAL, _REHEARSAL_BACKBONES
+    backbone = _REHEARSAL_BACKBONES['ldm'](BACKBONE_KINDS.get('ldm'), tmp_path)
+    r = mgd3.distill(**{**REHEARSAL, 'preset': 'table1-imagenette', 'backbone': backbone,
+                        'out_dir': str(tmp_path / 'run'), 'data_root': str(imagenet_tree(tmp_path / 'tree'))})
+    assert set(r.metrics['methods']) == {'random_real', 'unguided', 'mgd3'} and r.config.guidance_scale == 3.0
+    assert mgd3.Run.load(r.out_dir).modes(0).centroids.shape == (10, 1, 3, 64, 64)
+    pngs = sorted((r.out_dir / 'images' / 'mgd3' / 'seed0').rglob('*.png'))
+    assert len(pngs) == 10 and Image.open(pngs[0]).size == (256, 256)
