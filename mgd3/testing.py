@@ -201,14 +201,17 @@ def _compvis_vq_shapes(p:dict) -> dict:
 def compvis_ldm_state_dict(config:dict, # a CompVis `model.params` (e.g. `tiny_ldm_config()`)
                            seed:int=0, # initialisation seed
                           ) -> dict:
-    "A random state dict of a class-conditional LDM with CompVis's key names and shapes (LatentDiffusion's layout)."
+    "A random state dict of a class-conditional LDM with CompVis's key names and shapes, schedule buffers included."
     unet = _compvis_unet_shapes(config['unet_config']['params'])
     vq = _compvis_vq_shapes(config['first_stage_config']['params'])
     shapes = {**{f'model.diffusion_model.{k}': s for k, s in unet.items()},
               **{f'first_stage_model.{k}': s for k, s in vq.items()},
               'cond_stage_model.embedding.weight': (config['cond_stage_config']['params']['n_classes'],
                                                     config['cond_stage_config']['params']['embed_dim'])}
-    g, sd = torch.Generator().manual_seed(seed), {}
+    g = torch.Generator().manual_seed(seed)
+    betas = torch.linspace(config['linear_start'] ** 0.5, config['linear_end'] ** 0.5, config['timesteps'],
+                           dtype=torch.float64) ** 2   # ddpm.py's buffers (two of them): the schedule it trained with
+    sd = {'betas': betas.float(), 'alphas_cumprod': torch.cumprod(1 - betas, 0).float()}
     for k, s in shapes.items():
         t = torch.randn(s, generator=g)
         if len(s) > 1 and not k.endswith('embedding.weight'): t = t / math.prod(s[1:]) ** 0.5   # fan-in scaled

@@ -383,3 +383,15 @@ def test_rehearsal_at_cin256_shapes_runs_the_table1_preset(tmp_path):
     assert mgd3.Run.load(r.out_dir).modes(0).centroids.shape == (10, 1, 3, 64, 64)
     pngs = sorted((r.out_dir / 'images' / 'mgd3' / 'seed0').rglob('*.png'))
     assert len(pngs) == 10 and Image.open(pngs[0]).size == (256, 256)
+
+def test_the_checkpoints_own_schedule_and_scale_factor(tmp_path):
+    "A config whose β schedule is not the checkpoint's `betas` is refused; a `scale_factor` buffer wins (scale_by_std)."
+    cfg = tiny_ldm_config(latent_size=8, n_classes=11)
+    sd = compvis_ldm_state_dict(cfg)
+    with pytest.raises(ValueError, match='betas buffer'):
+        convert_compvis_ldm(sd, tmp_path / 'a', {**cfg, 'linear_start': 1e-4, 'linear_end': 2e-2})
+    bb = load_ldm_backbone(convert_compvis_ldm({**sd, 'scale_factor': torch.tensor(0.25)}, tmp_path / 'b', cfg,
+                                               class_names=list('abcdefghij')), device='cpu')
+    img = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert bb.scaling_factor == 0.25
+    torch.testing.assert_close(bb.encode(img), 0.25 * bb.vae.encode(img).latent_dist.mean)
