@@ -395,3 +395,11 @@ def test_the_checkpoints_own_schedule_and_scale_factor(tmp_path):
     img = torch.rand(1, 3, 32, 32) * 2 - 1
     assert bb.scaling_factor == 0.25
     torch.testing.assert_close(bb.encode(img), 0.25 * bb.vae.encode(img).latent_dist.mean)
+
+@torch.no_grad()
+def test_sampling_an_ldm_is_bit_identical_for_any_batch_size(pair):
+    from mgd3.sampler import generate
+    bb, kw = pair[3], dict(num_inference_steps=3, variance='scheduler', progress=False, decode=False)
+    a = generate(bb, [1, 7, 3], seeds=[0, 1, 2], batch_size=3, **kw).latents
+    b = generate(bb, [1, 7, 3], seeds=[0, 1, 2], batch_size=1, **kw).latents
+    assert torch.equal(a, b)
