@@ -403,3 +403,17 @@ def test_sampling_an_ldm_is_bit_identical_for_any_batch_size(pair):
     a = generate(bb, [1, 7, 3], seeds=[0, 1, 2], batch_size=3, **kw).latents
     b = generate(bb, [1, 7, 3], seeds=[0, 1, 2], batch_size=1, **kw).latents
     assert torch.equal(a, b)
+
+@torch.no_grad()
+def test_negative_control_a_wrong_vq_conversion_fails(tmp_path):
+    "The VQ comparison catches a conversion that transposes the quant conv's (square, 3 × 3) weight."
+    cfg = tiny_ldm_config(latent_size=8, n_classes=11)
+    sd = compvis_ldm_state_dict(cfg, seed=6)
+    vq = RefVQ(cfg['first_stage_config']['params']).eval()
+    vq.load_state_dict(sub(sd, 'first_stage_model.'))
+    bb = load_ldm_backbone(convert_compvis_ldm(sd, tmp_path / 'ldm', cfg, class_names=list('abcdefghij')), device='cpu')
+    img = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    assert (bb.encode(img) - vq.encode(img)).abs().max() < 1e-5
+    w = bb.vae.vq.quant_conv.weight
+    w.data = w.data.transpose(0, 1).contiguous()
+    assert (bb.encode(img) - vq.encode(img)).abs().max() > 1e-3
