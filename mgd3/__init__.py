@@ -23,6 +23,7 @@ from .pretrain import *
 from .guidance import *
 from .sampler import *
 from .text2img import *
+from .ldm import *
 from .tiny_mnist import *
 from .evalnets import *
 from .augment import *

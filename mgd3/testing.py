@@ -4,7 +4,7 @@
 
 # %% ../nbs/98_testing.ipynb #a47439f6
 from __future__ import annotations
-import json
+import copy, json, math
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['TINY_RUN', 'REHEARSAL', 'tiny_mnist_pipeline', 'imagenet_tree', 'dit_xl2_pipeline', 'random_teacher_weights',
-           'rehearsal_params']
+           'tiny_ldm_config', 'compvis_ldm_state_dict', 'tiny_ldm', 'rehearsal_params']
 
 # %% ../nbs/98_testing.ipynb #77891ae9
 def tiny_mnist_pipeline(folder:str|Path, # where to write the pipeline (reused if it exists)
@@ -108,6 +108,136 @@ def random_teacher_weights(path:str|Path, # the safetensors file to write (reuse
         net = timm.create_model(model, pretrained=False, num_classes=num_classes)
     return save_tensors(path, net.state_dict())
 
+# %% ../nbs/98_testing.ipynb #2f677be1
+def tiny_ldm_config(latent_size:int=16, # side of the latents (cin256-v2: 64, i.e. 256 px images through VQ-f4)
+                    n_classes:int=1001, # ClassEmbedder rows: the conditional classes and the null class last
+                    num_heads:int=1, # attention heads per SpatialTransformer (cin256-v2: 1)
+                   ) -> dict:
+    "A CompVis LatentDiffusion `model.params` of cin256-v2's structure at toy widths (32-channel groups, f4 VQ)."
+    from mgd3.ldm import CIN256_V2
+    cfg = copy.deepcopy(CIN256_V2)
+    cfg['image_size'] = latent_size
+    cfg['unet_config']['params'].update(image_size=latent_size, model_channels=32, attention_resolutions=[2],
+                                        num_res_blocks=1, channel_mult=[1, 2], num_heads=num_heads, context_dim=32)
+    cfg['first_stage_config']['params'].update(n_embed=64)
+    cfg['first_stage_config']['params']['ddconfig'].update(ch=32, ch_mult=[1, 1, 2], num_res_blocks=1,
+                                                           resolution=4 * latent_size)
+    cfg['cond_stage_config']['params'].update(n_classes=n_classes, embed_dim=32)
+    return cfg
+
+# %% ../nbs/98_testing.ipynb #ef40aabd
+def _compvis_unet_shapes(u:dict) -> dict:
+    "Key → shape of openaimodel's `UNetModel` (spatial transformer, no label_emb), as its module tree names them."
+    out, mc = {}, u['model_channels']
+    ted, ctx, depth = 4 * mc, u['context_dim'], u.get('transformer_depth', 1)
+    def conv(p, i, o, k): out.update({f'{p}.weight': (o, i, k, k), f'{p}.bias': (o,)})
+    def lin(p, i, o, bias=True): out.update({f'{p}.weight': (o, i), **({f'{p}.bias': (o,)} if bias else {})})
+    def norm(p, c): out.update({f'{p}.weight': (c,), f'{p}.bias': (c,)})
+    def res(p, i, o):
+        norm(f'{p}.in_layers.0', i), conv(f'{p}.in_layers.2', i, o, 3), lin(f'{p}.emb_layers.1', ted, o)
+        norm(f'{p}.out_layers.0', o), conv(f'{p}.out_layers.3', o, o, 3)
+        if i != o: conv(f'{p}.skip_connection', i, o, 1)
+    def spatial(p, c):
+        norm(f'{p}.norm', c), conv(f'{p}.proj_in', c, c, 1), conv(f'{p}.proj_out', c, c, 1)
+        for d in range(depth):
+            b = f'{p}.transformer_blocks.{d}'
+            for a, kv in (('attn1', c), ('attn2', ctx)):
+                lin(f'{b}.{a}.to_q', c, c, False), lin(f'{b}.{a}.to_k', kv, c, False)
+                lin(f'{b}.{a}.to_v', kv, c, False), lin(f'{b}.{a}.to_out.0', c, c)
+            lin(f'{b}.ff.net.0.proj', c, 8 * c), lin(f'{b}.ff.net.2', 4 * c, c)
+            for i in (1, 2, 3): norm(f'{b}.norm{i}', c)
+    lin('time_embed.0', mc, ted), lin('time_embed.2', ted, ted), conv('input_blocks.0.0', u['in_channels'], mc, 3)
+    mult, attn, nrb = u['channel_mult'], u['attention_resolutions'], u['num_res_blocks']
+    chans, ch, ds, i = [mc], mc, 1, 1
+    for level, m in enumerate(mult):
+        for _ in range(nrb):
+            res(f'input_blocks.{i}.0', ch, m * mc)
+            ch = m * mc
+            if ds in attn: spatial(f'input_blocks.{i}.1', ch)
+            chans, i = chans + [ch], i + 1
+        if level != len(mult) - 1:
+            conv(f'input_blocks.{i}.0.op', ch, ch, 3)
+            chans, ds, i = chans + [ch], ds * 2, i + 1
+    res('middle_block.0', ch, ch), spatial('middle_block.1', ch), res('middle_block.2', ch, ch)
+    j = 0
+    for level, m in reversed(list(enumerate(mult))):
+        for k in range(nrb + 1):
+            res(f'output_blocks.{j}.0', ch + chans.pop(), m * mc)
+            ch, n = m * mc, 1
+            if ds in attn: spatial(f'output_blocks.{j}.1', ch); n = 2
+            if level and k == nrb: conv(f'output_blocks.{j}.{n}.conv', ch, ch, 3); ds //= 2
+            j += 1
+    norm('out.0', ch), conv('out.2', mc, u['out_channels'], 3)
+    return out
+
+def _compvis_vq_shapes(p:dict) -> dict:
+    "Key → shape of CompVis's `VQModelInterface` (its model.py Encoder/Decoder and taming's quantiser)."
+    out, dd = {}, p['ddconfig']
+    def conv(q, i, o, k): out.update({f'{q}.weight': (o, i, k, k), f'{q}.bias': (o,)})
+    def norm(q, c): out.update({f'{q}.weight': (c,), f'{q}.bias': (c,)})
+    def res(q, i, o):
+        norm(f'{q}.norm1', i), conv(f'{q}.conv1', i, o, 3), norm(f'{q}.norm2', o), conv(f'{q}.conv2', o, o, 3)
+        if i != o: conv(f'{q}.nin_shortcut', i, o, 1)
+    def mid(q, c):
+        res(f'{q}.mid.block_1', c, c), res(f'{q}.mid.block_2', c, c), norm(f'{q}.mid.attn_1.norm', c)
+        for n in ('q', 'k', 'v', 'proj_out'): conv(f'{q}.mid.attn_1.{n}', c, c, 1)
+    ch, mult, nrb, z = dd['ch'], dd['ch_mult'], dd['num_res_blocks'], dd['z_channels']
+    conv('encoder.conv_in', dd['in_channels'], ch, 3)
+    c = ch
+    for i, m in enumerate(mult):
+        for j in range(nrb): res(f'encoder.down.{i}.block.{j}', c, ch * m); c = ch * m
+        if i != len(mult) - 1: conv(f'encoder.down.{i}.downsample.conv', c, c, 3)
+    mid('encoder', c), norm('encoder.norm_out', c), conv('encoder.conv_out', c, z, 3)
+    conv('quant_conv', z, p['embed_dim'], 1), conv('post_quant_conv', p['embed_dim'], z, 1)
+    out['quantize.embedding.weight'] = (p['n_embed'], p['embed_dim'])
+    c = ch * mult[-1]
+    conv('decoder.conv_in', z, c, 3), mid('decoder', c)
+    for i, m in reversed(list(enumerate(mult))):
+        for j in range(nrb + 1): res(f'decoder.up.{i}.block.{j}', c, ch * m); c = ch * m
+        if i: conv(f'decoder.up.{i}.upsample.conv', c, c, 3)
+    norm('decoder.norm_out', c), conv('decoder.conv_out', c, dd['out_ch'], 3)
+    return out
+
+def compvis_ldm_state_dict(config:dict, # a CompVis `model.params` (e.g. `tiny_ldm_config()`)
+                           seed:int=0, # initialisation seed
+                          ) -> dict:
+    "A random state dict of a class-conditional LDM with CompVis's key names and shapes, schedule buffers included."
+    unet = _compvis_unet_shapes(config['unet_config']['params'])
+    vq = _compvis_vq_shapes(config['first_stage_config']['params'])
+    shapes = {**{f'model.diffusion_model.{k}': s for k, s in unet.items()},
+              **{f'first_stage_model.{k}': s for k, s in vq.items()},
+              'cond_stage_model.embedding.weight': (config['cond_stage_config']['params']['n_classes'],
+                                                    config['cond_stage_config']['params']['embed_dim'])}
+    g = torch.Generator().manual_seed(seed)
+    betas = torch.linspace(config['linear_start'] ** 0.5, config['linear_end'] ** 0.5, config['timesteps'],
+                           dtype=torch.float64) ** 2   # ddpm.py's buffers (two of them): the schedule it trained with
+    sd = {'betas': betas.float(), 'alphas_cumprod': torch.cumprod(1 - betas, 0).float()}
+    for k, s in shapes.items():
+        t = torch.randn(s, generator=g)
+        if len(s) > 1 and not k.endswith('embedding.weight'): t = t / math.prod(s[1:]) ** 0.5   # fan-in scaled
+        elif k.endswith('weight'): t = 1 + 0.1 * t   # a norm's scale
+        else: t = 0.1 * t
+        sd[k] = t
+    return sd
+
+# %% ../nbs/98_testing.ipynb #51a5b413
+def tiny_ldm(folder:str|Path, # where to write compvis/ (checkpoint + YAML) and the converted ldm/ folder
+             latent_size:int=16, # latent side (64 gives cin256-v2's 3×64×64 latents and 256 px images)
+             seed:int=0, # initialisation seed
+            ) -> Path:
+    "Write a random CompVis-layout class-conditional LDM (1000 classes + null) and convert it; return the ldm/ folder."
+    import yaml
+    from safetensors.torch import save_file
+    from mgd3.ldm import convert_compvis_ldm
+    folder = Path(folder)
+    if (folder/'ldm'/'model_index.json').exists(): return folder/'ldm'
+    cfg = tiny_ldm_config(latent_size)
+    (folder/'compvis').mkdir(parents=True, exist_ok=True)
+    (folder/'compvis'/'config.yaml').write_text(yaml.safe_dump({'model': {
+        'target': 'ldm.models.diffusion.ddpm.LatentDiffusion', 'params': cfg}}))
+    save_file(compvis_ldm_state_dict(cfg, seed), str(folder/'compvis'/'model.safetensors'))
+    return convert_compvis_ldm(folder/'compvis'/'model.safetensors', folder/'ldm', folder/'compvis'/'config.yaml')
+
 # %% ../nbs/98_testing.ipynb #6445b099
 # toy counts for a rehearsal of a table preset: what the tests run in CI
 REHEARSAL = dict(ipc=1, seeds=[0], num_inference_steps=2, stop_t=0, epochs=1, chunk_size=16, batch_size=16,
@@ -121,7 +251,11 @@ def _rehearsal_sd(kind, folder:Path) -> str:
     sd = folder/'sd'
     return kind.spell(sd if (sd/'model_index.json').exists() else tiny_text_backbone_folder(folder))
 
-_REHEARSAL_BACKBONES = {'dit': _rehearsal_dit, 'sd': _rehearsal_sd}   # backbone kind → random weights of its shapes
+def _rehearsal_ldm(kind, folder:Path) -> str:   # cin256-v2's shapes: 3 × 64 × 64 latents, 256 px
+    return kind.spell(tiny_ldm(folder/'ldm-cin256-shaped', latent_size=64))
+
+# backbone kind → random weights of its shapes
+_REHEARSAL_BACKBONES = {'dit': _rehearsal_dit, 'sd': _rehearsal_sd, 'ldm': _rehearsal_ldm}
 
 def rehearsal_params(preset:str, # a key of TABLE_PRESETS
                      folder:str|Path, # where the fixtures and the run go
