@@ -5,6 +5,7 @@
 # %% ../nbs/98_testing.ipynb #a47439f6
 from __future__ import annotations
 import json
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['TINY_RUN', 'REHEARSAL', 'tiny_mnist_pipeline', 'imagenet_tree', 'dit_xl2_pipeline', 'random_teacher_weights',
-           'rehearsal_params']
+           'rehearsal_params', 'MethodCheckError', 'MethodCheck', 'check_method']
 
 # %% ../nbs/98_testing.ipynb #77891ae9
 def tiny_mnist_pipeline(folder:str|Path, # where to write the pipeline (reused if it exists)
@@ -141,3 +142,155 @@ def rehearsal_params(preset:str, # a key of TABLE_PRESETS
     if table.get('teacher'):
         params['teacher_weights'] = str(random_teacher_weights(folder/'teacher.safetensors', table['teacher']))
     return {**params, **overrides}
+
+# %% ../nbs/98_testing.ipynb #c653e0d7
+class MethodCheckError(AssertionError):
+    "A registered method failed one of `check_method`'s checks; the message names the check and what differed."
+
+@dataclass
+class MethodCheck:
+    "What `check_method` found: each check → 'ok' or 'skipped: why', the run folder, seconds per check."
+    method: str
+    run: Path
+    checks: dict
+    seconds: dict
+
+def _png_bytes(folder:Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob('*.png'))}
+
+def _same(check:str, name:str, want:dict, got:dict, how:str) -> None:
+    if want != got:
+        diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+        raise MethodCheckError(f"{check}: {name}'s set {how} differs in {len(diff)} of {len(want)} images (e.g. "
+                               f"{diff[:3]}); a method must draw every random number from seeded generators (e.g. "
+                               "mgd3.item_seed) and never from the global RNG or the batch's composition")
+
+def _share_stage1(src:Path, dest:Path) -> None:
+    "Give run folder `dest` the latent cache and modes of finished run `src` (files and ledger lines): stage 1 once."
+    import shutil
+    dest.mkdir(parents=True, exist_ok=True)
+    for sub in ('latents', 'modes'):
+        if (src/sub).is_dir(): shutil.copytree(src/sub, dest/sub, dirs_exist_ok=True)
+    for f in src.glob('modes*.safetensors'): shutil.copy2(f, dest/f.name)
+    keep = lambda line: json.loads(line)['path'].split('/')[0] in ('latents', 'modes') or \
+        json.loads(line)['path'].startswith('modes')
+    lines = [ln for ln in (src/'hashes.jsonl').read_text().splitlines() if ln.strip() and keep(ln)]
+    (dest/'hashes.jsonl').write_text(''.join(ln + '\n' for ln in lines))
+
+def _kill_before_png(name:str, n:int) -> None:
+    "In a child: SIGKILL this process just before the n-th PNG written under images/<name>/."
+    import os, signal
+    from PIL import Image
+    orig, seen = Image.Image.save, [0]
+    def save(self, fp, *a, **k):
+        if isinstance(fp, (str, os.PathLike)) and f'/images/{name}/' in str(fp).replace(os.sep, '/'):
+            seen[0] += 1
+            if seen[0] == n: os.kill(os.getpid(), signal.SIGKILL)
+        return orig(self, fp, *a, **k)
+    Image.Image.save = save
+
+def _killed_run(params:dict, name:str, n:int) -> int|None:
+    "Run distill(**params) in a forked child killed before its n-th PNG of `name`; the signal that ended it."
+    import os
+    pid = os.fork()
+    if pid == 0:   # the child: never returns
+        code = 3
+        try:
+            import logging; logging.disable(logging.CRITICAL)
+            from mgd3.distill import distill
+            _kill_before_png(name, n)
+            distill(**params)
+            code = 0
+        finally: os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+
+# %% ../nbs/98_testing.ipynb #0bfe84e0
+def check_method(name:str, # a registered method (`mgd3.methods.list_methods()`)
+                 folder:str|Path, # an empty working folder (runs, exports)
+                 params:dict|None=None, # run parameters over TINY_RUN (e.g. the method's own settings)
+                 resume:bool=True, # check the kill-and-resume (POSIX only: it forks a child)
+                ) -> MethodCheck:
+    "Run `name` end to end at toy size; check determinism, batch invariance, resume after a kill, and export."
+    import os, time
+    from dataclasses import replace
+    from mgd3.distill import distill, prepare
+    from mgd3.export import export_distilled, load_distilled
+    from mgd3.images import decode_image
+    from mgd3.methods import get_method
+    from mgd3.run import Run
+    from mgd3.config import DistillConfig
+    from mgd3.data import dataset_spec
+    method, folder = get_method(name), Path(folder)
+    params = {**TINY_RUN, 'methods': [name], **(params or {})}
+    checks, seconds, threads = {}, {}, torch.get_num_threads()
+    def timed(check, fn):
+        t0 = time.perf_counter(); out = fn(); seconds[check] = round(time.perf_counter() - t0, 2)
+        checks.setdefault(check, 'ok'); return out
+    torch.set_num_threads(1)
+    try:
+        res = timed('end_to_end', lambda: distill(**params, out_dir=str(folder/'run')))
+        run = Run.load(res.out_dir)
+        spec = dataset_spec(run.config.dataset)
+        ref = {s: _png_bytes(run.image_dir(name, s)) for s in run.set_seeds(name)}
+        for s, files in ref.items():
+            per_class = {c: sum(k.startswith(f'{c}/') for k in files) for c in spec.wnids}
+            if set(per_class.values()) != {run.config.ipc}:
+                raise MethodCheckError(f"end_to_end: {name}'s set for seed {s} has {per_class} PNGs per class, not "
+                                       f"ipc={run.config.ipc} each in <class folder>/<k>.png")
+        if name not in res.metrics.get('methods', {}):
+            raise MethodCheckError(f"end_to_end: metrics.json of {res.out_dir} has no entry for {name}")
+        def again():   # a second run folder, same config: stage 1 again, then the method's sets
+            _share_stage1(run.folder, folder/'again')
+            cfg = DistillConfig.from_params(**params, out_dir=str(folder/'again'))
+            with Run.writer(cfg) as run2:
+                ctx = prepare(run2, torch.device('cpu'))
+                for s in run2.set_seeds(name):
+                    method.make(ctx, s, run2.image_dir(name, s))
+                    _same('determinism', name, ref[s], _png_bytes(run2.image_dir(name, s)), 'made again')
+                if not method.batch_invariant:
+                    checks['batch_invariance'] = 'skipped: the method does not claim it (batch_invariant=False)'
+                    return
+                one = replace(ctx, config=replace(ctx.config, batch_size=3))
+                for s in run2.set_seeds(name):
+                    method.make(one, s, folder/'batch3'/f'seed{s}')
+                    _same('batch_invariance', name, ref[s], _png_bytes(folder/'batch3'/f'seed{s}'),
+                          f'made with batch_size=3 (the run used {ctx.config.batch_size})')
+                checks['batch_invariance'] = 'ok'
+        timed('determinism', again)
+        if not resume or not hasattr(os, 'fork'):
+            checks['resume'] = 'skipped: ' + ('resume=False' if not resume else 'no os.fork on this platform')
+        else:
+            def killed():
+                total = len(ref[run.set_seeds(name)[0]])
+                out = folder/'killed'
+                _share_stage1(run.folder, out)
+                sig = _killed_run({**params, 'out_dir': str(out)}, name, max(2, total // 2 + 1))
+                if sig != 9: raise MethodCheckError(f"resume: the run was not killed mid-set (signal {sig}); does "
+                                                    f"{name} write its images as PNGs under images/{name}/?")
+                left = list((out/'images'/name).rglob('*.png'))
+                if not 0 < len(left) < total:
+                    raise MethodCheckError(f"resume: the kill left {len(left)} of {total} PNGs, not a partial set")
+                res2 = distill(**params, out_dir=str(out))
+                run3 = Run.load(res2.out_dir)
+                for s in run3.set_seeds(name):
+                    _same('resume', name, ref[s], _png_bytes(run3.image_dir(name, s)), 'resumed after a SIGKILL')
+            timed('resume', killed)
+        def export():
+            for s in run.set_seeds(name):
+                dest = export_distilled(run, name, s, folder/'export'/f'{name}-seed{s}')
+                rows = list(ref[s])
+                for src in (dest, dest/'distilled.safetensors'):
+                    got = load_distilled(src)
+                    if len(got.images) != len(rows) or sorted(got.labels.tolist()) != sorted(
+                            spec.wnids.index(r.split('/')[0]) for r in rows):
+                        raise MethodCheckError(f"export: {src} holds {len(got.images)} images with other labels "
+                                               f"than the set's {len(rows)}")
+                    back = {f"{r['class_folder']}/{Path(r['file_name']).name}": img for r, img in
+                            zip(got.rows, got.images)}
+                    for r in rows:
+                        if not torch.equal(back[r], decode_image(run.image_dir(name, s)/r, spec.channels)):
+                            raise MethodCheckError(f"export: image {r} read back from {src} differs from the run's")
+        timed('export', export)
+    finally: torch.set_num_threads(threads)
+    return MethodCheck(name, Path(res.out_dir), checks, seconds)
