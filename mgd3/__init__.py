@@ -39,3 +39,4 @@ from .explore import *
 from .export import *
 from .sweep import *
 from .candidates import *
+from .manifoldgd import *
