@@ -40,3 +40,4 @@ from .export import *
 from .sweep import *
 from .candidates import *
 from .manifoldgd import *
+from .ddoq import *

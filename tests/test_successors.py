@@ -2,6 +2,7 @@
 authors' step written here (from their public code, or the paper's equations where there is none), on the tiny-mnist
 backbone (`mgd3.testing.tiny_mnist_pipeline`), with a negative control: a deliberately changed method must fail."""
 import math
+from pathlib import Path
 import numpy as np
 import pytest, torch
 from diffusers import DDPMScheduler
@@ -193,3 +194,59 @@ def test_manifoldgd_modes_match_the_authors_divisive_layer(ipc, level):
     # negative control: another seed is another tree or order, and the comparison catches it
     other = hierarchical_modes(latents, ipc, seed=2, level=level)
     assert not np.allclose(other.flatten(1).numpy(), theirs, atol=1e-6)
+
+# ------------------------------------------------------------------ DDOQ (arXiv 2501.07681, no public code)
+# The paper's weights: w_k = |{z in class : argmin_j ||z - z_j|| = k}| / |class| (the Voronoi mass of centroid k), and
+# the training loss sum_k w_k l(f(x_k), y_k).
+
+@pytest.mark.parametrize('perturbation', ['none', 'second nearest'])
+def test_ddoq_weights_are_the_voronoi_masses(perturbation):
+    from mgd3.ddoq import voronoi_weights
+    g = torch.Generator().manual_seed(5)
+    z = torch.cat([torch.randn(40, 4, 2, 2, generator=g) + 3 * c for c in range(3)])
+    y = torch.arange(3).repeat_interleave(40)
+    modes = mgd3.discover_modes(z, y, 4, seed=0)
+    ours = voronoi_weights(modes.sizes)
+    theirs = []
+    for c in range(3):   # independent: each latent's nearest centroid (or, perturbed, the second nearest)
+        d = torch.cdist(z[y == c].flatten(1).double(), modes.centroids[c].flatten(1).double())
+        pick = d.argsort(1)[:, 0 if perturbation == 'none' else 1]
+        theirs.append(torch.bincount(pick, minlength=4).double() / len(pick))
+    assert torch.allclose(ours.double(), torch.stack(theirs), atol=1e-6) == (perturbation == 'none')
+
+def _set_folder(root, n_per_class=12):
+    from mgd3.images import set_image_path, write_images
+    g = torch.Generator().manual_seed(0)
+    for c in range(2):
+        write_images(torch.rand(n_per_class, 1, 16, 16, generator=g) * 0.2 + 0.6 * c,
+                     [set_image_path(root, f'c{c}', k) for k in range(n_per_class)])
+    return root
+
+def test_weighted_loss_with_uniform_weights_is_the_plain_loss_and_weights_follow_the_files(tmp_path):
+    import json
+    from mgd3.evaluate import evaluate, folder_weights
+    root = _set_folder(tmp_path / 'set')
+    table = {f'c{c}/{k}.png': float(1 + k + 20 * c) for c in range(2) for k in range(12)}
+    (tmp_path / 'w.json').write_text(json.dumps(table))
+    w = folder_weights(root, tmp_path / 'w.json', ['c0', 'c1'])
+    # torchvision lists 0, 1, 10, 11, 2, ...: each weight must follow its own file
+    from mgd3.images import open_image_folder
+    ds, _ = open_image_folder(root, ['c0', 'c1'])
+    assert w.tolist() == [table[Path(p).relative_to(root).as_posix()] for p, _ in ds.samples]
+    (tmp_path / 'ones.json').write_text(json.dumps(dict.fromkeys(table, 0.5)))
+    kw = dict(net='convnet3', epochs=2, seed=0, device='cpu', preset='imagenet', image_size=16, mean=(0.5,), std=(0.5,))
+    plain = evaluate(str(root), str(root), **kw)
+    uniform = evaluate(str(root), str(root), sample_weights=tmp_path / 'ones.json', **kw)
+    weighted = evaluate(str(root), str(root), sample_weights=tmp_path / 'w.json', **kw)
+    assert plain.history == uniform.history and uniform.config['sample_weights'] == 'ones.json'
+    assert plain.config['sample_weights'] is None
+    with pytest.raises(ValueError, match='no weight for'):
+        (tmp_path / 'short.json').write_text(json.dumps({'c0/0.png': 1.0}))
+        evaluate(str(root), str(root), sample_weights=tmp_path / 'short.json', **kw)
+    assert weighted.config['sample_weights'] == 'w.json'
+    # the weights act: with class c1's weight at 0 the network never learns c1 (half the test set)
+    (tmp_path / 'c0only.json').write_text(json.dumps({k: float(k.startswith('c0')) for k in table}))
+    kw['epochs'] = 6
+    blind = evaluate(str(root), str(root), sample_weights=tmp_path / 'c0only.json', **kw)
+    seeing = evaluate(str(root), str(root), **kw)
+    assert blind.best_acc <= 50.0 < seeing.best_acc, (blind.history, seeing.history)
