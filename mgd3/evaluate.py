@@ -224,7 +224,8 @@ def folder_weights(folder, # the train set's ImageFolder (the weights' keys are 
     table = json.loads(Path(weights).read_text())
     keys = [Path(p).relative_to(folder).as_posix() for p, _ in ds.samples]
     missing = [k for k in keys if k not in table]
-    if missing: raise ValueError(f"{weights} has no weight for {missing[:3]} ({len(missing)} images); write one per image")
+    if missing: raise ValueError(f"{weights} has no weight for {missing[:3]} ({len(missing)} images); write one "
+                                 "per image")
     w = torch.tensor([float(table[k]) for k in keys])
     if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"{weights}: weights must be finite, >= 0 and not all 0")

@@ -26,7 +26,8 @@ def authors_radius(t, T, base, stop_t, max_mult, schedule, warm):
     t_hi = T - 1; t_cut = max(stop_t, t_hi - warm)
     if t <= t_cut: return float(base)
     p = min(max((t - t_cut) / max(1, t_hi - t_cut), 0.0), 1.0)
-    s = {'linear': p, 'cosine': 0.5 * (1 + math.cos(math.pi * (1 - p))), 'exp': (math.exp(p) - 1) / (math.e - 1)}[schedule]
+    s = {'linear': p, 'cosine': 0.5 * (1 + math.cos(math.pi * (1 - p))),
+         'exp': (math.exp(p) - 1) / (math.e - 1)}[schedule]
     return float(base * (1 + (max_mult - 1) * s))
 
 def authors_noisy_manifold(center, alpha_bar, radius, gen, n=300):
@@ -116,13 +117,15 @@ def test_manifoldgd_term_matches_the_authors_at_each_step(backbone, perturbation
     S, stop_t, seeds = 50, 25, [21, 22, 23]
     g = torch.Generator().manual_seed(4)
     modes, x = (torch.randn(3, *backbone.latent_shape, generator=g) for _ in range(2))
-    ours = ManifoldGuidance(modes, 0.1, stop_t, seeds=seeds, **{**dict(MANIFOLDGD_PARAMS), **STEP_PERTURB[perturbation]})
+    ours = ManifoldGuidance(modes, 0.1, stop_t, seeds=seeds,
+                            **{**dict(MANIFOLDGD_PARAMS), **STEP_PERTURB[perturbation]})
     mgens = [torch.Generator().manual_seed(item_seed(s, 0, 0, 'manifoldgd')) for s in seeds]
     a, same = AUTHORS, []
     for r, ab in ((49, 0.9), (47, 0.7), (45, 0.5), (40, 0.2), (30, 0.01)):   # the same draws, in the same order
         rad = authors_radius(r, S, a['radius'], stop_t, a['max_mult'], a['schedule'], a['warm'])
-        theirs = torch.stack([authors_distribution_guidance(x[b], modes[b], ab, rad, a['manifold_scale'], a['bandwidth'],
-                                                            a['tangent_dim'], mgens[b]) for b in range(3)])
+        theirs = torch.stack([authors_distribution_guidance(x[b], modes[b], ab, rad, a['manifold_scale'],
+                                                            a['bandwidth'], a['tangent_dim'], mgens[b])
+                              for b in range(3)])
         same.append(float((ours.manifold_term(x, r, S, ab) - theirs).abs().max()))
     assert (max(same) < 1e-6) == (perturbation == 'none'), (perturbation, same)
 
