@@ -40,3 +40,5 @@ from .explore import *
 from .export import *
 from .sweep import *
 from .candidates import *
+from .manifoldgd import *
+from .ddoq import *

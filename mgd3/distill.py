@@ -128,7 +128,9 @@ def evaluate_sets(run:Run, # the run
                     bar.set_postfix_str(f'{method} seed {gen_seed} {net}')
                     bar.update()
                     if path.exists(): continue
+                    weights = run.image_dir(method, gen_seed)/'weights.json'   # a weighted set (DDOQ's masses)
                     r = evaluate(str(run.image_dir(method, gen_seed)), test, net=net, protocol=cfg.protocol,
+                                 sample_weights=weights if weights.exists() else None,
                                  preset=cfg.eval_preset(), epochs=cfg.epochs, seed=train_seed,
                                  generation_seed=gen_seed if get_method(method).seeded else None,
                                  teacher=teacher, teacher_classes=tclasses, device=device)

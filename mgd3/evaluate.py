@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_evaluate.ipynb #9bb6263c
 from __future__ import annotations
-import logging, math, time
+import json, logging, math, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Callable
@@ -19,7 +19,7 @@ from .evalnets import create_evalnet, Teacher
 
 # %% auto #0
 __all__ = ['check_image_sets', 'EvalResult', 'EvalSummary', 'summarize_results', 'eval_epochs', 'top1_accuracy', 'param_groups',
-           'make_optimizer', 'train_and_eval', 'evaluate', 'train_teacher']
+           'make_optimizer', 'train_and_eval', 'folder_weights', 'evaluate', 'train_teacher']
 
 # %% ../nbs/08_evaluate.ipynb #2af0a6d6
 def check_image_sets(train:ImageSet, test:ImageSet, num_classes:int, image_size:int) -> None:
@@ -119,7 +119,7 @@ def make_optimizer(net:torch.nn.Module, cfg:EvalConfig, protocol:str, epochs:int
 def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:EvalConfig, epochs:int, num_classes:int,
                    image_size:int, protocol:str='hard', teacher:Teacher|None=None, seed:int=0,
                    device:torch.device=torch.device('cpu'), log:Callable|None=None, keep_best:bool=False,
-                   teacher_classes=None) -> EvalResult:
+                   teacher_classes=None, sample_weights:torch.Tensor|None=None) -> EvalResult:
     "Train `net` on `train` with the protocol and test it at `eval_epochs` (`keep_best`: end with the best weights)."
     C = image_shape(train)[0]
     mean, std = cfg.mean or (0.5,) * C, cfg.std or (0.5,) * C
@@ -128,6 +128,7 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
     g = torch.Generator().manual_seed(seed)
     if not isinstance(train, StreamedImageSet): train = ImageSet(train.images.to(device), train.labels, train.classes)
     labels = train.labels.to(device)
+    w = None if sample_weights is None else (sample_weights / sample_weights.mean()).to(device)   # mean 1
     ipc = int(torch.bincount(train.labels).max())
     bs = cfg.batch_size if cfg.batch_rule == 'fixed' else rded_batch_size(ipc, num_classes)
     opt, sched = make_optimizer(net, cfg, protocol, epochs)
@@ -153,7 +154,8 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
             if protocol == 'hard':
                 target = (mixed_targets(labels[idx], mix, num_classes) if mix is not None
                           else F.one_hot(labels[idx], num_classes).float())
-                loss = torch.sum(-target * F.log_softmax(out, 1), 1).mean()
+                loss = torch.sum(-target * F.log_softmax(out, 1), 1)
+                loss = loss.mean() if w is None else (w[idx] * loss).mean()
             else:
                 with torch.no_grad():
                     t = teacher(xb)
@@ -163,7 +165,9 @@ def train_and_eval(net:torch.nn.Module, train:ImageSet, test:ImageSet, *, cfg:Ev
                                          "pass teacher_classes= (the teacher's output index of each class, in label "
                                          "order) or a teacher of these classes")
                     soft = F.softmax(t / cfg.temperature, 1)
-                loss = F.kl_div(F.log_softmax(out / cfg.temperature, 1), soft, reduction='batchmean')
+                if w is None: loss = F.kl_div(F.log_softmax(out / cfg.temperature, 1), soft, reduction='batchmean')
+                else: loss = (w[idx] * F.kl_div(F.log_softmax(out / cfg.temperature, 1), soft,
+                                                reduction='none').sum(1)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -209,6 +213,24 @@ def _check_evaluate_args(args:dict, # `evaluate`'s arguments by name (its `local
                         "pass one of those")
 
 # %% ../nbs/08_evaluate.ipynb #5c28d9e1
+def folder_weights(folder, # the train set's ImageFolder (the weights' keys are relative to it)
+                   weights:str|Path, # a JSON file {"<class>/<file>": weight} (e.g. DDOQ's Voronoi masses)
+                   classes:list|None=None, # the class folders in label order (as the train set was read)
+                  ) -> torch.Tensor:
+    "One loss weight per train image, in the order the folder is read (torchvision's `ImageFolder`)."
+    from mgd3.images import open_image_folder
+    if not isinstance(folder, (str, Path)): raise ValueError("sample_weights needs the train set as a folder path")
+    ds, _ = open_image_folder(folder, classes)
+    table = json.loads(Path(weights).read_text())
+    keys = [Path(p).relative_to(folder).as_posix() for p, _ in ds.samples]
+    missing = [k for k in keys if k not in table]
+    if missing: raise ValueError(f"{weights} has no weight for {missing[:3]} ({len(missing)} images); write one "
+                                 "per image")
+    w = torch.tensor([float(table[k]) for k in keys])
+    if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"{weights}: weights must be finite, >= 0 and not all 0")
+    return w
+
 def _test_transform_note(test, image_size:int, test_resize:int|None) -> str:
     "How the test images were cropped, for the record (a set from `prepare_test_set` carries its own)."
     if getattr(test, 'transform', None): return test.transform
@@ -233,6 +255,7 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
              log:Callable|None=None, # e.g. `print`, called after each test evaluation
              stream:bool|None=None, # folders: stream from disk (None: when larger than STREAM_BYTES)
              num_workers:int|None=None, # streamed folders: decoding processes (None: min(8, CPU cores))
+             sample_weights:str|Path|None=None, # a folder's weights.json ({"<class>/<file>": w}): a weighted loss
              **overrides, # EvalConfig fields, e.g. lr=0.05
             ) -> EvalResult:
     "Train `net` on `train` with the hard- or soft-label protocol and test on `test`; best and final accuracy."
@@ -240,7 +263,7 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
     explicit_classes = num_classes
     cfg = get_eval_config(preset, protocol=protocol, **overrides)
     device = pick_device(device)
-    train = as_image_set(train, name='train', stream=stream, num_workers=num_workers)
+    raw_train, train = train, as_image_set(train, name='train', stream=stream, num_workers=num_workers)
     image_size = cfg.image_size or image_shape(train)[-1]
     if not isinstance(test, (str, Path)): test = as_image_set(test, name='test')
     note = _test_transform_note(test, image_size, cfg.test_resize)
@@ -269,16 +292,18 @@ def evaluate(train, # (images, labels) tensors, an ImageSet, or an ImageFolder p
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_evalnet(net, num_classes, image_size, in_chans=image_shape(train)[0]).to(device)
+    weights = None if sample_weights is None else folder_weights(raw_train, sample_weights, train.classes)
     res = train_and_eval(model, train, test, cfg=cfg, epochs=epochs, num_classes=num_classes, image_size=image_size,
                          protocol=protocol, teacher=teacher, seed=seed, device=device, log=log,
-                         teacher_classes=teacher_classes)
+                         teacher_classes=teacher_classes, sample_weights=weights)
     res.config = dict(asdict(cfg), net=net, protocol=protocol, preset=preset, epochs=epochs, ipc=ipc, seed=seed,
                       num_classes=num_classes, image_size=image_size, generation_seed=generation_seed,
                       device=str(device),
                       teacher=None if teacher is None else teacher.config.get('name', teacher.config.get('net')),
                       teacher_classes=None if teacher_classes is None else [int(c) for c in teacher_classes],
                       test_transform=note, num_train=len(train.labels), num_test=len(test.labels),
-                      streamed=[isinstance(s, StreamedImageSet) for s in (train, test)])
+                      streamed=[isinstance(s, StreamedImageSet) for s in (train, test)],
+                      sample_weights=None if sample_weights is None else Path(sample_weights).name)
     logging.getLogger('mgd3.evaluate').info("%s on %d images (%s labels, %d epochs, seed %d): best %.2f %%, final "
                                             "%.2f %% in %.1f s", net, len(train.labels), protocol, epochs, seed,
                                             res.best_acc, res.final_acc, res.seconds)

@@ -6,9 +6,10 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 import torch
+from .core import Registry
 
 # %% auto #0
-__all__ = ['ModeGuidance', 'AdaptiveStop', 'make_guidance']
+__all__ = ['GUIDANCES', 'ModeGuidance', 'AdaptiveStop', 'make_guidance']
 
 # %% ../nbs/05b_guidance.ipynb #69b984b2
 @dataclass
@@ -46,6 +47,14 @@ class ModeGuidance:
         "Called with x̂₀ after each guided step: counts the step in `guided_steps` for the images it pulled."
         self.guided_steps += self.pulled().long()
 
+    def adjust(self, prev:torch.Tensor, # x_{t-1} that the guided DDPM step produced [B, C, H, W]
+               x:torch.Tensor, # x_t the step started from
+               i:int, # the step (0 = noisiest)
+               coefs, # the chain's `DDPMCoefficients` (ᾱ of step i: coefs.alpha_bar[i])
+              ) -> torch.Tensor:
+        "After each guided DDPM step: x_{t-1} plus a variant's extra term (`GUIDANCES`); here unchanged."
+        return prev
+
 # %% ../nbs/05b_guidance.ipynb #00fc5252
 @dataclass
 class AdaptiveStop(ModeGuidance):
@@ -71,11 +80,21 @@ class AdaptiveStop(ModeGuidance):
         super().observe(x0)
         self.stopped |= (x0.float() - self.modes).flatten(1).norm(dim=1) <= self.mode_radius
 
+GUIDANCES = Registry('guidance')   # name → builder(modes, settings, seeds=, backbone=, **guidance_params)
+
 def make_guidance(modes:torch.Tensor, # [B, C, H, W] target modes of one batch
-                  settings, # a `mgd3.sampler.SamplerSettings`: λ, stop_t, x0_clip, stop_timestep
+                  settings, # a `mgd3.sampler.SamplerSettings`: λ, stop_t, x0_clip, stop_timestep, guidance
                   mode_radius:torch.Tensor|None=None, # [B] per-image radii (adaptive stop), or None
+                  seeds:list[int]|None=None, # the batch's image seeds (a variant's own random draws derive from them)
+                  backbone=None, # the sampled backbone (a variant that reads the network's features needs it)
                  ) -> ModeGuidance:
-    "The guidance `generate` uses for a batch: `ModeGuidance`, or `AdaptiveStop` when radii are given."
+    "The guidance for a batch: `ModeGuidance`, `AdaptiveStop` with radii, or the registered `settings.guidance`."
+    kind = getattr(settings, 'guidance', 'mode')
+    if kind != 'mode':
+        if mode_radius is not None: raise ValueError(f"guidance {kind!r} has no adaptive stop; pass mode_radius=None")
+        if settings.sampler != 'ddpm': raise ValueError(f"guidance {kind!r} runs in the DDPM sampler; pass "
+                                                        "sampler='ddpm'")
+        return GUIDANCES.get(kind)(modes, settings, seeds=seeds, backbone=backbone, **dict(settings.guidance_params))
     if mode_radius is None: return ModeGuidance(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,
                                            settings.stop_timestep)
     return AdaptiveStop(modes, settings.mode_guidance_scale, settings.stop_t, settings.x0_clip,

@@ -26,6 +26,7 @@ class Method:
     seeded: bool = True # depends on the generation seed (False: one set; evaluations vary the training seed)
     description: str = '' # one line for tables and --help
     mode_aligned: bool = False # image k of each class is made from (or guided to) mode k of that class
+    batch_invariant: bool = True # the same bytes for any `batch_size` (checked by `mgd3.testing.check_method`)
 
 DISTILL_METHODS = Registry('method')   # name → Method
 
@@ -33,11 +34,12 @@ def register_method(name:str, # the method's name
                     seeded:bool=True, # one set per generation seed?
                     description:str='', # one line (default: the function's docstring)
                     mode_aligned:bool=False, # image k of each class belongs to mode k (exports record its mode)
+                    batch_invariant:bool=True, # the set's bytes do not depend on the run's batch_size
                    ):
     "Decorator registering `make(ctx, seed, folder)` as the method `name`."
     def deco(make:Callable) -> Callable:
         DISTILL_METHODS.register(name)(Method(name, make, seeded, description or (make.__doc__ or '').strip(),
-                                              mode_aligned))
+                                              mode_aligned, batch_invariant))
         return make
     return deco
 

@@ -12,7 +12,8 @@ import torch
 # %% auto #0
 __all__ = ['select_random_real', 'select_herding', 'class_kmeans', 'select_closest_to_centroids', 'tsne_per_class',
            'class_coverage', 'mode_coverage', 'MetricsReport', 'class_metrics', 'streamed_metrics',
-           'distillation_metrics', 'plot_tsne']
+           'distillation_metrics', 'plot_tsne', 'ddranking_normalise', 'LabelRobustScore', 'label_robust_score',
+           'AugmentationRobustScore', 'augmentation_robust_score']
 
 # %% ../nbs/09_metrics.ipynb #034ce904
 def _class_indices(labels:torch.Tensor, ipc:int|None=None) -> dict[int, torch.Tensor]:
@@ -243,3 +244,68 @@ def plot_tsne(report:MetricsReport, # from `distillation_metrics(..., tsne=True)
     fig.suptitle(f"{title} — t-SNE of {report.feature_space}", fontsize=9)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/09_metrics.ipynb #6cbb505c
+def ddranking_normalise(x:float|np.ndarray, # a weighted accuracy difference as a fraction, in [-1, 1]
+                       ) -> float|np.ndarray:
+    "DD-Ranking's map of [-1, 1] onto [0, 1]: (e^x − e⁻¹) / (e − e⁻¹)."
+    return (np.exp(x) - np.exp(-1.0)) / (np.exp(1.0) - np.exp(-1.0))
+
+def _accuracies(**accs) -> dict:
+    "The accuracies as float arrays, each checked to lie in [0, 100] (percent)."
+    out = {}
+    for name, v in accs.items():
+        a = np.asarray(v, dtype=float)
+        if not np.isfinite(a).all() or (a < 0).any() or (a > 100).any():
+            raise ValueError(f"{name}={v!r} must be accuracies in percent, in [0, 100] (mgd3's unit); "
+                             "multiply fractions by 100")
+        out[name] = a
+    return out
+
+def _weight(w:float) -> float:
+    if not 0 <= float(w) <= 1: raise ValueError(f"weight={w} must be in [0, 1] (DD-Ranking's default: 0.5)")
+    return float(w)
+
+@dataclass
+class LabelRobustScore:
+    "DD-Ranking's label-robust score of one set: HLR, IOR (points), α (fraction) and LRS (percent), per round."
+    hlr: float|np.ndarray
+    ior: float|np.ndarray
+    alpha: float|np.ndarray
+    lrs: float|np.ndarray
+
+def label_robust_score(syn_hard, # the distilled set's hard-label accuracy (%), one per round or a float
+                       syn_any, # the distilled set's accuracy under its own protocol (hard or soft, %)
+                       random_any, # random real images (same IPC) under the same protocol (%)
+                       full_hard, # the full real train split's hard-label accuracy (%)
+                       weight:float=0.5, # λ: α = λ·IOR − (1 − λ)·HLR (DD-Ranking's `lrs_lambda`)
+                      ) -> LabelRobustScore:
+    "LRS = 100·(e^α − e⁻¹)/(e − e⁻¹), α = λ·(syn_any − random_any)/100 − (1 − λ)·(full_hard − syn_hard)/100."
+    a, w = _accuracies(syn_hard=syn_hard, syn_any=syn_any, random_any=random_any, full_hard=full_hard), _weight(weight)
+    hlr, ior = a['full_hard'] - a['syn_hard'], a['syn_any'] - a['random_any']
+    alpha = (w * ior - (1 - w) * hlr) / 100
+    sq = lambda x: float(x) if np.ndim(x) == 0 else x
+    return LabelRobustScore(sq(hlr), sq(ior), sq(alpha), sq(100 * ddranking_normalise(alpha)))
+
+# %% ../nbs/09_metrics.ipynb #4101f2c2
+@dataclass
+class AugmentationRobustScore:
+    "DD-Ranking's augmentation-robust score of one set: both gains over random (points), β (fraction), ARS (%)."
+    with_aug: float|np.ndarray
+    without_aug: float|np.ndarray
+    beta: float|np.ndarray
+    ars: float|np.ndarray
+
+def augmentation_robust_score(syn_aug, # the distilled set's accuracy with the protocol's augmentation (%)
+                              random_aug, # random real images (same IPC), with the same augmentation (%)
+                              syn_no_aug, # the distilled set's accuracy with the augmentation turned off (%)
+                              random_no_aug, # random real images, augmentation off (%)
+                              weight:float=0.5, # γ: β = γ·(with) + (1 − γ)·(without) (DD-Ranking's `ars_lambda`)
+                             ) -> AugmentationRobustScore:
+    "ARS = 100·(e^β − e⁻¹)/(e − e⁻¹), β = γ·(syn_aug − random_aug)/100 + (1 − γ)·(syn_no_aug − random_no_aug)/100."
+    a = _accuracies(syn_aug=syn_aug, random_aug=random_aug, syn_no_aug=syn_no_aug, random_no_aug=random_no_aug)
+    w = _weight(weight)
+    gain_aug, gain_plain = a['syn_aug'] - a['random_aug'], a['syn_no_aug'] - a['random_no_aug']
+    beta = (w * gain_aug + (1 - w) * gain_plain) / 100
+    sq = lambda x: float(x) if np.ndim(x) == 0 else x
+    return AugmentationRobustScore(sq(gain_aug), sq(gain_plain), sq(beta), sq(100 * ddranking_normalise(beta)))

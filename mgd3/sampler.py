@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .core import (pick_dtype, check_int, check_float, check_choice, check_bool, check_seed, check_tensor,
                        check_labels, check_list, NonFiniteError, check_fields)
 from .backbone import DiffusionBackbone, DIT_KIND
-from .guidance import ModeGuidance, make_guidance
+from .guidance import ModeGuidance, make_guidance, GUIDANCES
 from .images import set_image_path, write_images
 
 # %% auto #0
@@ -208,7 +208,7 @@ def sample_ddpm(denoise:Callable, # adapter: (x, t, labels) -> (eps, var_values|
                                modes=guidance.modes if g else None,
                                mode_guidance_scale=guidance.scale() if g else 0.0, noise=z,
                                x0_clip=guidance.x0_clip if guidance is not None else None)
-        x = out.prev_sample
+        x = guidance.adjust(out.prev_sample, x, i, coefs) if g else out.prev_sample   # a variant's own term
         if g: guidance.observe(out.pred_original_sample)
         check_finite_step(x, i, t, S, guidance, 'ddpm')
         if callback is not None: callback(i, t, x, out.pred_original_sample)
@@ -251,6 +251,8 @@ class SamplerSettings:
     precision: str = 'fp32' # "fp32", or "bf16"/"fp16" autocast on a GPU
     spacing: str|None = None # DDPM timesteps: "authors" (ADM respacing), "scheduler"; None: the backbone's
     stop_timestep: int|None = None # guide while the model timestep t > stop_timestep (SD: 500); None: the stop_t rule
+    guidance: str = 'mode' # "mode" (MGD³), or a variant registered in `mgd3.guidance.GUIDANCES`
+    guidance_params: tuple = () # the variant's settings as ((name, value), ...)
 
     def __post_init__(self):
         lam = check_float('mode_guidance_scale', self.mode_guidance_scale,
@@ -275,6 +277,7 @@ class SamplerSettings:
         if self.stop_timestep is not None:
             check_int('stop_timestep', self.stop_timestep, min=0, hint='a model timestep such as the authors\' 500 '
                       '(Stable Diffusion), or None for the step-index rule stop_t')
+        if self.guidance != 'mode' and self.guidance not in GUIDANCES: GUIDANCES.get(self.guidance)   # lists the names
         for name in ('mode_guidance_scale', 'guidance_scale'):   # one type per field: 1 and 1.0 are the same setting
             object.__setattr__(self, name, float(getattr(self, name)))
 
@@ -376,7 +379,8 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
         gens = [torch.Generator().manual_seed(sd) for sd in seeds[s:s + batch_size]]
         x = randn_tensor((len(y), *backbone.latent_shape), generator=gens, device=dev, dtype=torch.float32)
         guide = None if modes is None else make_guidance(modes[s:s + batch_size].to(dev, torch.float32), settings,
-                                                         None if mode_radius is None else mode_radius[s:s + batch_size])
+                                                         None if mode_radius is None else mode_radius[s:s + batch_size],
+                                                         seeds[s:s + batch_size], backbone)
         with torch.no_grad(), amp:
             try:
                 if settings.sampler == 'ddpm':

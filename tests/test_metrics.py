@@ -83,3 +83,20 @@ def test_tsne_only_on_the_first_classes_and_means_over_those():
     assert sorted(reps['a'].tsne) == [0, 1] and not reps['b'].tsne
     assert 'diversity_tsne' in reps['a'].per_class[1] and 'diversity_tsne' not in reps['a'].per_class[2]
     assert math.isfinite(reps['a'].mean['diversity_tsne']) and 'diversity_tsne' not in reps['b'].mean
+
+def test_ddranking_scores_reproduce_a_worked_example_by_hand():
+    """DD-Ranking's LRS and ARS (ddranking/metrics/hard_label.py, soft_label.py, aug_robust.py: `compute_metrics`)
+    on the full-data accuracy their code caches, 56.5% for ResNet-18-BN on ImageNet-1K (REAL_DATA_ACC_CACHE in
+    ddranking/utils/train_and_eval.py), λ = γ = 0.5 (their defaults). By hand:
+    HLR = 56.5 − 20 = 36.5, IOR = 50 − 45 = 5, α = 0.5·0.05 − 0.5·0.365 = −0.1575,
+    LRS = (e^−0.1575 − e^−1) / (e − e^−1) = (0.8542768 − 0.3678794) / 2.3504024 = 0.2069422;
+    β = 0.5·(50 − 45)/100 + 0.5·(30 − 32)/100 = 0.015, ARS = (1.0151131 − 0.3678794) / 2.3504024 = 0.2753714."""
+    from mgd3.metrics import label_robust_score, augmentation_robust_score
+    lrs = label_robust_score(syn_hard=20.0, syn_any=50.0, random_any=45.0, full_hard=56.5)
+    assert (lrs.hlr, lrs.ior) == (36.5, 5.0) and abs(lrs.alpha + 0.1575) < 1e-12
+    assert abs(lrs.lrs - 20.69422) < 1e-4
+    ars = augmentation_robust_score(syn_aug=50.0, random_aug=45.0, syn_no_aug=30.0, random_no_aug=32.0)
+    assert abs(ars.beta - 0.015) < 1e-12 and abs(ars.ars - 27.53714) < 1e-4
+    # the weight moves the score the way DD-Ranking's does: all on IOR, then all on −HLR
+    assert abs(label_robust_score(20, 50, 45, 56.5, weight=1).lrs - 100 * (1.0512711 - 0.3678794) / 2.3504024) < 1e-4
+    assert abs(label_robust_score(20, 50, 45, 56.5, weight=0).lrs - 100 * (0.6941967 - 0.3678794) / 2.3504024) < 1e-4

@@ -25,7 +25,7 @@ LAYERS = {
     'evaluation side': ({'evalnets', 'augment', 'protocols', 'evaluate', 'metrics'},
                         'judges any image folder, whoever made it; imports neither the sampler nor any backbone module'),
     'pipeline': ({'methods', 'config', 'run', 'distill', 'paper', 'explore', 'export', 'cli', 'sweep', 'candidates',
-                  'quality'},
+                  'quality', 'manifoldgd', 'ddoq'},
                  'the only layer that may import every other; no other layer imports it'),
     'fixtures': ({'testing'}, 'tiny random components for tests, notebooks and rehearsals; no production module '
                               'imports it'),
