@@ -15,12 +15,12 @@ from diffusers.models.autoencoders.vae import DecoderOutput
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from .core import pick_device, save_json, save_tensors, load_tensors, check_path
 from .latents import encode_latents, decode_latents
-from .backbone import BackboneKind, register_backbone_kind, _folder
+from .backbone import BackboneKind, register_backbone_kind, _folder, register_backbone, BACKBONES
 
 # %% auto #0
-__all__ = ['CIN256_V2', 'LDM_GUIDANCE_SCALE', 'LDM_KIND', 'compvis_config', 'ldm_unet_config', 'ldm_vq_config',
-           'ldm_scheduler_config', 'read_compvis_checkpoint', 'convert_compvis_ldm', 'PointPosterior', 'VQFirstStage',
-           'LDMBackbone', 'ldm_denoiser', 'load_ldm_backbone']
+__all__ = ['CIN256_V2', 'LDM_GUIDANCE_SCALE', 'LDM_KIND', 'CIN256_V2_URL', 'LDM_CIN256_FOLDER', 'compvis_config',
+           'ldm_unet_config', 'ldm_vq_config', 'ldm_scheduler_config', 'read_compvis_checkpoint', 'convert_compvis_ldm',
+           'PointPosterior', 'VQFirstStage', 'LDMBackbone', 'ldm_denoiser', 'load_ldm_backbone']
 
 # %% ../nbs/04a_ldm.ipynb #fefe590d
 CIN256_V2 = {   # configs/latent-diffusion/cin256-v2.yaml, `model.params` (CompVis/latent-diffusion)
@@ -317,7 +317,18 @@ def _load_ldm(entry, # an `ldm` `BackboneEntry`
     "The `ldm` kind's loader."
     if vae is not None: raise ValueError("vae= applies to DiT backbones; an LDM decodes with its own VQ first stage")
     if timestep_features is not None: raise ValueError("timestep_features applies to DiT backbones; leave it None")
+    if entry.name in BACKBONES and not Path(entry.source).is_dir():
+        raise FileNotFoundError(f"the registered backbone {entry.name!r} is CompVis's cin256-v2 converted into "
+                                f"{entry.source}, which does not exist: download its model.ckpt ({CIN256_V2_URL}) and "
+                                f"run mgd3.convert_compvis_ldm('model.ckpt', {str(entry.source)!r}), or pass "
+                                "backbone='ldm:<your converted folder>' (a preset: table_groups={'ldm': {'backbone': "
+                                "'ldm:<folder>'}})")
     return load_ldm_backbone(entry.source, device=device, dtype=dtype, name=entry.name)
 
 LDM_KIND = register_backbone_kind(BackboneKind('ldm', _load_ldm, prefix='ldm', guidance_scale=LDM_GUIDANCE_SCALE,
                                                stop_rule='index', save_size=None, mode_latents='mean'))
+CIN256_V2_URL = 'https://ommer-lab.com/files/latent-diffusion/nitro/cin/model.ckpt'   # CompVis's README
+LDM_CIN256_FOLDER = Path('~/.cache/mgd3/ldm-cin256').expanduser()   # where the registered name looks for it
+
+@register_backbone('ldm-cin256')
+def _ldm_cin256(): return {'source': LDM_CIN256_FOLDER, 'vae': None, 'kind': 'ldm'}
