@@ -224,3 +224,25 @@ def test_distill_runs_the_three_methods_with_the_full_row(tiny_mnist_pipeline, t
 def test_rded_refuses_a_run_without_teacher(ctx, tmp_path):
     with pytest.raises(ValueError, match="this run has none"):
         get_method('rded_select').make(replace(ctx, config=replace(ctx.config, teacher=None)), 0, tmp_path/'r')
+
+def test_the_methods_on_an_imagenet_tree_with_stable_diffusion_and_a_1000_class_teacher(tmp_path):
+    "d4m on the `sd` kind (the protocol only), rded_select with a 1000-class teacher (its columns), full_real links."
+    from mgd3.distill import prepare
+    from mgd3.run import Run
+    from mgd3.evalnets import create_evalnet, save_teacher
+    from mgd3.testing import imagenet_tree
+    from mgd3.text2img import tiny_text_backbone_folder
+    root = imagenet_tree(tmp_path/'tree', train_per_class=4, val_per_class=1)
+    teacher = save_teacher(tmp_path/'teacher', create_evalnet('convnet3', 1000, 32), dict(   # ImageNet-1K outputs
+        net='convnet3', num_classes=1000, image_size=32, in_chans=3, mean=(0.5,) * 3, std=(0.5,) * 3))
+    cfg = DistillConfig.from_params(
+        dataset='imagenette', data_root=str(root), backbone=f'sd:{tiny_text_backbone_folder(tmp_path)}', ipc=1,
+        seeds=[0], num_inference_steps=4, teacher=str(teacher), out_dir=str(tmp_path/'run'), device='cpu',
+        mode_flips='none', methods=['d4m', 'rded_select', 'full_real'])
+    run = Run.open(cfg)
+    ctx = prepare(run, torch.device('cpu'))
+    for name in cfg.methods: get_method(name).make(ctx, 0, run.image_dir(name, 0))
+    for name in ('d4m', 'rded_select'):
+        imgs = [class_set_images(run.image_dir(name, 0), w) for w in ctx.spec.wnids]
+        assert all(x.shape == (1, 3, cfg.save_size, cfg.save_size) for x in imgs)   # SD runs save at 256 px
+    assert all((run.image_dir('full_real', 0)/w).is_symlink() for w in ctx.spec.wnids)
