@@ -351,7 +351,8 @@ def img2img_start(num_steps:int, # steps of the full chain
     "The step index an img2img chain starts at: diffusers' `get_timesteps` (S − int(S·strength)); 0 without x₀."
     if init_latents is None: return 0
     run = min(int(num_steps * strength), num_steps)
-    if run < 1: raise ValueError(f"strength={strength} runs no step of {num_steps}; pass strength >= {1 / num_steps:.3g}")
+    if run < 1:
+        raise ValueError(f"strength={strength} runs no step of {num_steps}; pass strength >= {1 / num_steps:.3g}")
     return num_steps - run
 
 # %% ../nbs/06_sampler.ipynb #471761a3
@@ -397,7 +398,7 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
         y = labels[s:s + batch_size].to(dev)
         gens = [torch.Generator().manual_seed(sd) for sd in seeds[s:s + batch_size]]
         x = randn_tensor((len(y), *backbone.latent_shape), generator=gens, device=dev, dtype=torch.float32)
-        if init_latents is not None:   # q(x_t|x₀) = √ᾱ_t x₀ + √(1−ᾱ_t) ε, ε the image's first draw (diffusers' add_noise)
+        if init_latents is not None:   # q(x_t|x₀) = √ᾱ_t x₀ + √(1−ᾱ_t) ε, ε: the image's first draw (add_noise)
             x0 = init_latents[s:s + batch_size].to(dev, torch.float32)
             x = math.sqrt(alpha_bar0) * x0 + math.sqrt(1 - alpha_bar0) * x
         guide = None if modes is None else make_guidance(modes[s:s + batch_size].to(dev, torch.float32), settings,
