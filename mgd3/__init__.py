@@ -32,6 +32,8 @@ from .evaluate import *
 from .metrics import *
 from .quality import *
 from .methods import *
+from .d4m import *
+from .rded import *
 from .config import *
 from .run import *
 from .distill import *

@@ -164,11 +164,13 @@ def compute_metrics(run:Run, # the run
         return res, {}
     space = f"teacher {cfg.teacher} penultimate features"
     folders = {m: [str(run.image_dir(m, g)) for g, _ in run.eval_runs(m)] for m in cfg.methods}
-    sets = {d: (lambda c, d=d: teacher.features(class_set_images(d, spec.wnids[c])))
+    real = lambda c: teacher.features(ctx.cache.class_images(c, cfg.data_root))
+    whole = {d for m in cfg.methods if get_method(m).real_split for d in folders[m]}   # the split itself: read as real
+    sets = {d: real if d in whole else (lambda c, d=d: teacher.features(class_set_images(d, spec.wnids[c])))
             for d in dict.fromkeys(d for ds in folders.values() for d in ds)}
-    reports = streamed_metrics(lambda c: teacher.features(ctx.cache.class_images(c, cfg.data_root)), sets,
-                               range(spec.num_classes), feature_space=space, k=ctx.ipc, seed=0,
-                               tsne_sets=[ds[0] for ds in folders.values()] if cfg.tsne and not cfg.quick else ())
+    reports = streamed_metrics(real, sets, range(spec.num_classes), feature_space=space, k=ctx.ipc, seed=0,
+                               tsne_sets=[ds[0] for ds in folders.values() if ds[0] not in whole]
+                               if cfg.tsne and not cfg.quick else ())
     tsne = {}
     for m, ds in folders.items():
         reps = [reports[d].mean for d in ds]

@@ -204,6 +204,9 @@ def export_distilled(run:Run|str|Path, # a finished run, or its folder
     run = run if isinstance(run, Run) else Run.load(run)
     if method not in run.config.methods:
         raise ValueError(f"the run in {run.folder} has no method {method!r}; its methods: {list(run.config.methods)}")
+    if get_method(method).real_split:
+        raise ValueError(f"{method!r} is the whole real training split, not a distilled set: an export would copy the "
+                         "dataset itself; share the dataset (its train/ folder) instead, or export another method")
     seeds = run.set_seeds(method)
     seed = seeds[0] if seed is None else seed
     if get_method(method).seeded and seed not in seeds:

@@ -12,10 +12,12 @@ from .core import Registry, item_seed, save_json
 from .sampler import ImageJob, SamplerSettings, generate_to_folder
 from .images import set_image_path, write_images
 from .metrics import select_random_real, select_herding
+from .data import split_dir
 
 # %% auto #0
 __all__ = ['DISTILL_METHODS', 'Method', 'register_method', 'list_methods', 'get_method', 'MethodContext', 'write_real_set',
-           'random_real', 'mode_discovery_only', 'herding', 'generate_set', 'unguided', 'mgd3_no_stop', 'mgd3']
+           'random_real', 'link_train_split', 'full_real', 'mode_discovery_only', 'herding', 'generate_set', 'unguided',
+           'mgd3_no_stop', 'mgd3']
 
 # %% ../nbs/10_methods.ipynb #ab7567f3
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Method:
     description: str = '' # one line for tables and --help
     mode_aligned: bool = False # image k of each class is made from (or guided to) mode k of that class
     batch_invariant: bool = True # the same bytes for any `batch_size` (checked by `mgd3.testing.check_method`)
+    real_split: bool = False # the set is the whole real training split: export refuses it, metrics read it as real
 
 DISTILL_METHODS = Registry('method')   # name → Method
 
@@ -35,11 +38,12 @@ def register_method(name:str, # the method's name
                     description:str='', # one line (default: the function's docstring)
                     mode_aligned:bool=False, # image k of each class belongs to mode k (exports record its mode)
                     batch_invariant:bool=True, # the set's bytes do not depend on the run's batch_size
+                    real_split:bool=False, # the set is the whole training split (the 'Full' row)
                    ):
     "Decorator registering `make(ctx, seed, folder)` as the method `name`."
     def deco(make:Callable) -> Callable:
         DISTILL_METHODS.register(name)(Method(name, make, seeded, description or (make.__doc__ or '').strip(),
-                                              mode_aligned, batch_invariant))
+                                              mode_aligned, batch_invariant, real_split))
         return make
     return deco
 
@@ -107,6 +111,32 @@ def random_real(ctx:MethodContext, seed:int, folder:Path) -> None:
     "IPC random real train images per class (Table 1 'Random')."
     if (Path(folder)/'done.json').exists(): return
     write_real_set(ctx, select_random_real(ctx.labels(), ctx.ipc, seed=seed), folder)
+
+# %% ../nbs/10_methods.ipynb #3e590c6f
+def link_train_split(ctx:MethodContext, # the run's context
+                     folder:str|Path, # the set's folder
+                    ) -> None:
+    "Make `folder` the run's training split: links to its class folders (embedded data: its images, written once)."
+    folder = Path(folder)
+    if ctx.spec.embedded:   # no files to link to
+        for c, w in enumerate(ctx.spec.wnids):
+            imgs = ctx.cache.class_images(c, None)
+            write_images(imgs.float() / 255, [set_image_path(folder, w, k) for k in range(len(imgs))],
+                         ctx.config.save_size)
+        source = f'{ctx.spec.name} (embedded), train split'
+    else:
+        train = split_dir(ctx.config.data_root, 'train').resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        for w in ctx.spec.wnids:
+            if not (folder/w).is_symlink(): (folder/w).symlink_to(train/w, target_is_directory=True)
+        source = str(train)
+    save_json(folder/'done.json', {'source': source, 'images': ctx.cache.counts()})
+
+@register_method('full_real', seeded=False, real_split=True)
+def full_real(ctx:MethodContext, seed:int, folder:Path) -> None:
+    "The whole real training split, not copied (Tables 2/3 'Full'): the reference for relative scores."
+    if (Path(folder)/'done.json').exists(): return
+    link_train_split(ctx, folder)
 
 # %% ../nbs/10_methods.ipynb #7a444ae1
 @register_method('mode_discovery_only', seeded=False, mode_aligned=True)

@@ -22,7 +22,7 @@ from .images import set_image_path, write_images
 __all__ = ['SAMPLERS', 'authors_timesteps', 'sampling_timesteps', 'DDPMCoefficients', 'ddpm_coefficients', 'mode_guidance',
            'StepOutput', 'ddpm_guided_step', 'ddim_guided_eps', 'backbone_denoiser', 'chunked', 'SamplingDivergedError',
            'check_finite_step', 'sample_ddpm', 'sample_ddim', 'SamplerSettings', 'Generated', 'check_generate_args',
-           'generate', 'first_step_x0', 'ImageJob', 'generate_to_folder']
+           'img2img_start', 'generate', 'first_step_x0', 'ImageJob', 'generate_to_folder']
 
 # %% ../nbs/06_sampler.ipynb #29bcd5b4
 def authors_timesteps(num_train_timesteps:int=1000, # T of the trained model
@@ -340,6 +340,23 @@ def check_generate_args(args:dict, # `generate`'s arguments by name (its `locals
                              f"{(n, *backbone.latent_shape)} (for a ModeSet, index its centroids by each image's "
                              "class and mode)")
         check_tensor('modes', modes, hint='pass finite modes: build them with discover_modes from finite latents')
+    init = args.get('init_latents')
+    check_float('strength', args.get('strength', 1.0), min=1e-9, max=1.0, hint='pass a share of the steps in (0, 1]')
+    if init is not None and tuple(check_tensor('init_latents', init).shape) != (n, *backbone.latent_shape):
+        raise ValueError(f"init_latents has shape {tuple(init.shape)}; expected one clean latent per image, "
+                         f"{(n, *backbone.latent_shape)}")
+
+# %% ../nbs/06_sampler.ipynb #492431c8
+def img2img_start(num_steps:int, # steps of the full chain
+                  strength:float, # the share of them to run (diffusers' img2img `strength`)
+                  init_latents=None, # the clean latents to start from; None: start at step 0 (pure noise)
+                 ) -> int:
+    "The step index an img2img chain starts at: diffusers' `get_timesteps` (S − int(S·strength)); 0 without x₀."
+    if init_latents is None: return 0
+    run = min(int(num_steps * strength), num_steps)
+    if run < 1:
+        raise ValueError(f"strength={strength} runs no step of {num_steps}; pass strength >= {1 / num_steps:.3g}")
+    return num_steps - run
 
 # %% ../nbs/06_sampler.ipynb #471761a3
 def generate(backbone, # a `Backbone` (see `load_backbone`)
@@ -349,6 +366,8 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
              modes:torch.Tensor|None=None, # [N, C, H, W] target mode per image; None = unguided sampling
              settings:SamplerSettings|None=None, # the sampler's settings (None: the paper's defaults)
              mode_radius:torch.Tensor|None=None, # [N] adaptive stop (`AdaptiveStop`); None: the fixed stop_t only
+             init_latents:torch.Tensor|None=None, # [N, C, H, W] clean latents x₀ to start from (img2img); None: noise
+             strength:float=1.0, # with init_latents: the share of the steps run, from q(x_t|x₀) (diffusers' img2img)
              batch_size:int=64, # images sampled (and decoded) together; no effect on the images
              decode:bool=True, # decode the latents to images in [0, 1]
              progress:bool=True, # show a progress bar over batches
@@ -364,10 +383,14 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
     if settings.sampler == 'ddpm':
         sched = DDPMScheduler.from_config(scheduler_config, clip_sample=False, variance_type='fixed_small')
         spacing = settings.spacing or getattr(backbone, 'timestep_spacing', 'authors')
-        coefs = ddpm_coefficients(sched, sampling_timesteps(sched, settings.num_inference_steps, spacing))
+        ts = sampling_timesteps(sched, settings.num_inference_steps, spacing)
+        coefs = ddpm_coefficients(sched, ts[img2img_start(len(ts), strength, init_latents):])
+        alpha_bar0 = float(coefs.alpha_bar[0])
     else:
         sched = DDIMScheduler.from_config(scheduler_config, clip_sample=False)
         sched.set_timesteps(settings.num_inference_steps)
+        sched.timesteps = sched.timesteps[img2img_start(len(sched.timesteps), strength, init_latents):]
+        alpha_bar0 = float(sched.alphas_cumprod[int(sched.timesteps[0])])
     denoise = chunked(backbone_denoiser(backbone, settings.guidance_scale, settings.cfg_channels), settings.chunk_size)
     decoder = chunked(backbone.decode, settings.chunk_size)
     amp = (torch.autocast(dev.type, dtype=pick_dtype(settings.precision, dev)) if settings.precision != 'fp32'
@@ -378,6 +401,9 @@ def generate(backbone, # a `Backbone` (see `load_backbone`)
         y = labels[s:s + batch_size].to(dev)
         gens = [torch.Generator().manual_seed(sd) for sd in seeds[s:s + batch_size]]
         x = randn_tensor((len(y), *backbone.latent_shape), generator=gens, device=dev, dtype=torch.float32)
+        if init_latents is not None:   # q(x_t|x₀) = √ᾱ_t x₀ + √(1−ᾱ_t) ε, ε: the image's first draw (add_noise)
+            x0 = init_latents[s:s + batch_size].to(dev, torch.float32)
+            x = math.sqrt(alpha_bar0) * x0 + math.sqrt(1 - alpha_bar0) * x
         guide = None if modes is None else make_guidance(modes[s:s + batch_size].to(dev, torch.float32), settings,
                                                          None if mode_radius is None else mode_radius[s:s + batch_size],
                                                          seeds[s:s + batch_size], backbone)
@@ -447,6 +473,8 @@ def generate_to_folder(backbone, # a `Backbone`
                        modes:torch.Tensor|None=None, # [len(jobs), C, H, W] target mode per job, or None
                        settings:SamplerSettings|None=None, # the sampler's settings (None: the paper's defaults)
                        mode_radius:torch.Tensor|None=None, # [len(jobs)] adaptive stop radius per job, or None
+                       init_latents:torch.Tensor|None=None, # [len(jobs), C, H, W] x₀ to start each job from, or None
+                       strength:float=1.0, # with init_latents: the share of the steps run (see `generate`)
                        batch_size:int=64, # images generated and written together
                        distributed:bool=False, # split the jobs across `accelerate`/`torchrun` processes
                        progress:bool=True, # progress bar
@@ -466,6 +494,7 @@ def generate_to_folder(backbone, # a `Backbone`
         idx = todo[s:s + batch_size]
         g = generate(backbone, [jobs[i].label for i in idx], seeds=[jobs[i].seed for i in idx],
                      modes=None if modes is None else modes[idx], settings=settings, batch_size=batch_size,
-                     mode_radius=None if mode_radius is None else mode_radius[idx], progress=False)
+                     mode_radius=None if mode_radius is None else mode_radius[idx], progress=False, strength=strength,
+                     init_latents=None if init_latents is None else init_latents[idx])
         written += write_images(g.images, [paths[i] for i in idx], save_size)
     return written
