@@ -20,6 +20,7 @@ from .modes import *
 from .backbone import *
 from .losses import *
 from .pretrain import *
+from .finetune import *
 from .guidance import *
 from .sampler import *
 from .text2img import *

@@ -20,7 +20,7 @@ LAYERS = {
     'stage 1': ({'data', 'images', 'validate', 'latents', 'kmeans', 'modes'},
                 'datasets, image files, the VAE path and mode discovery; imports no generator, evaluation or pipeline '
                 'module'),
-    'generator side': ({'backbone', 'losses', 'pretrain', 'guidance', 'sampler', 'text2img', 'tiny_mnist'},
+    'generator side': ({'backbone', 'losses', 'pretrain', 'finetune', 'guidance', 'sampler', 'text2img', 'tiny_mnist'},
                        'makes images; never imports the evaluation side'),
     'evaluation side': ({'evalnets', 'augment', 'protocols', 'evaluate', 'metrics'},
                         'judges any image folder, whoever made it; imports neither the sampler nor any backbone module'),
