@@ -32,6 +32,7 @@ from .evaluate import *
 from .metrics import *
 from .quality import *
 from .methods import *
+from .minimax import *
 from .config import *
 from .run import *
 from .distill import *

@@ -180,3 +180,24 @@ def test_bad_input_is_refused():
         _run(ft.FinetuneConfig(batch_size=64, mixed_precision='no'))
     with pytest.raises(ValueError, match='trainable'): _run(ft.FinetuneConfig(trainable='lora'))
     assert math.isclose(ft.MINIMAX.lambda_pos, 0.002) and ft.MINIMAX.memory_size == 64
+
+
+@pytest.mark.slow
+def test_minimax_method_runs_and_reuses_its_finetune(tmp_path):
+    "`distill(methods=['minimax'])` fine-tunes once into the run folder, samples from it, and a rerun reuses it."
+    from mgd3.distill import distill
+    from mgd3.testing import TINY_RUN
+    from mgd3.core import load_json
+    out = tmp_path/'run'
+    distill(**{**TINY_RUN, 'methods': ['unguided', 'minimax'], 'out_dir': str(out)})
+    model = out/'finetune'/'minimax'/'classes0-9'
+    card = load_json(model/'finetune.json')
+    assert card['config']['lambda_pos'] == 0.002 and card['config']['flips'] is False and card['log']['pos'][-1] > 0
+    a = sorted((out/'images'/'minimax').rglob('*.png'))
+    b = sorted((out/'images'/'unguided').rglob('*.png'))
+    assert len(a) == len(b) == 20 and any(x.read_bytes() != y.read_bytes() for x, y in zip(a, b))
+    stamp = (model/'transformer'/'diffusion_pytorch_model.safetensors').stat().st_mtime_ns
+    for p in a[:3] + [out/'metrics.json']: p.unlink()   # an unfinished run remakes its missing images from the model
+    distill(**{**TINY_RUN, 'methods': ['unguided', 'minimax'], 'out_dir': str(out)})
+    assert (model/'transformer'/'diffusion_pytorch_model.safetensors').stat().st_mtime_ns == stamp
+    assert len(list((out/'images'/'minimax').rglob('*.png'))) == 20
