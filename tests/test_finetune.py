@@ -1,7 +1,7 @@
 """Fine-tuning (mgd3.finetune): one MinMaxDiff training step against an independent implementation of the authors'
 step (vimar-gu/MinimaxDiffusion `train_dit.py` + ADM/DiT `GaussianDiffusion.training_losses`), with negative controls,
 and a killed fine-tune that resumes to the uninterrupted result."""
-import math
+import json, math
 from collections import defaultdict
 from dataclasses import replace
 import numpy as np
@@ -201,3 +201,44 @@ def test_minimax_method_runs_and_reuses_its_finetune(tmp_path):
     distill(**{**TINY_RUN, 'methods': ['unguided', 'minimax'], 'out_dir': str(out)})
     assert (model/'transformer'/'diffusion_pytorch_model.safetensors').stat().st_mtime_ns == stamp
     assert len(list((out/'images'/'minimax').rglob('*.png'))) == 20
+
+
+def _mgd3(*args):
+    import shutil, subprocess, sys
+    from pathlib import Path
+    exe = Path(sys.executable).parent/'mgd3'
+    exe = str(exe if exe.exists() else shutil.which('mgd3'))
+    r = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"mgd3 {' '.join(map(str, args))} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def test_a_folder_of_images_goes_through_the_cli(tmp_path):
+    "validate → finetune → distill --dataset folder → export, all from the command line, on a folder the test writes."
+    from PIL import Image
+    import mgd3
+    root, rng = tmp_path/'shapes', np.random.default_rng(0)
+    for split, n in (('train', 8), ('val', 3)):
+        for c, name in enumerate(('circles', 'squares')):
+            d = root/split/name
+            d.mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 60, (32, 32)).astype(np.uint8)
+                a[8:24, 8:24] += np.uint8(120 + 60 * c)
+                Image.fromarray(a).save(d/f'{i}.png')
+    (root/'classes.txt').write_text('circles\tround things\nsquares\tsquare things\n')
+    assert 'PROBLEMS' not in _mgd3('validate', root, '--dataset', 'folder')
+    ft_dir = tmp_path/'shapes-dit'
+    out = _mgd3('finetune', '--backbone', 'tiny-mnist', '--dataset', 'folder', '--data-root', root, '--out', ft_dir,
+                '--steps', 3, '--batch-size', 4, '--no-flips', '--device', 'cpu')
+    assert out.strip().endswith(str(ft_dir)) and (ft_dir/'README.md').exists()
+    run = tmp_path/'run'
+    _mgd3('distill', '--dataset', 'folder', '--data_root', root, '--backbone', ft_dir, '--ipc', 2, '--seeds', 0,
+          '--num_inference_steps', 4, '--stop_t', 2, '--epochs', 1, '--quick', '--methods', 'mgd3',
+          '--out_dir', run, '--device', 'cpu')
+    man = json.loads((run/'manifest.json').read_text())
+    assert man['status'] == 'complete' and man['config']['dataset'] == f'folder:{root}'
+    dest = tmp_path/'export'
+    assert _mgd3('export', run, '--method', 'mgd3', '--dest', dest).strip() == str(dest)
+    s = mgd3.load_distilled(dest)
+    assert len(s.rows) == 4
