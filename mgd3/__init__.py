@@ -20,6 +20,7 @@ from .modes import *
 from .backbone import *
 from .losses import *
 from .pretrain import *
+from .finetune import *
 from .guidance import *
 from .sampler import *
 from .text2img import *
@@ -34,6 +35,7 @@ from .quality import *
 from .methods import *
 from .d4m import *
 from .rded import *
+from .minimax import *
 from .config import *
 from .run import *
 from .distill import *

@@ -5,15 +5,15 @@
 # %% ../nbs/16_cli.ipynb #5259a50b
 from __future__ import annotations
 import argparse, importlib.util, json, logging, sys, typing
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 from .config import DistillConfig
 
 # %% auto #0
 __all__ = ['EVAL_PARAMS', 'CliOption', 'distill_options', 'add_run_options', 'read_data_file', 'read_config_file', 'run_params',
-           'cmd_distill', 'cmd_evaluate', 'cmd_validate', 'cmd_export', 'cmd_explore', 'has_sweep', 'cmd_sweep',
-           'build_parser', 'main']
+           'cmd_distill', 'cmd_evaluate', 'cmd_validate', 'add_finetune_options', 'cmd_finetune', 'cmd_export',
+           'cmd_explore', 'has_sweep', 'cmd_sweep', 'build_parser', 'main']
 
 # %% ../nbs/16_cli.ipynb #f6678d21
 def _json_or_str(text:str):
@@ -169,10 +169,47 @@ def cmd_evaluate(args:argparse.Namespace) -> int:
 def cmd_validate(args:argparse.Namespace) -> int:
     "`mgd3 validate [ROOT] --dataset NAME`: print the dataset report; exit status 1 when it has errors."
     from mgd3.validate import validate_dataset
-    rep = validate_dataset(args.dataset, args.root, check_images=args.check_images,
+    dataset = f'folder:{args.root}' if args.dataset == 'folder' else args.dataset   # a user's class folders
+    rep = validate_dataset(dataset, args.root, check_images=args.check_images,
                            min_per_class=args.min_per_class)
     print(json.dumps(rep.to_dict(), indent=2) if args.json else rep.summary())
     return 0 if rep.ok else 1
+
+# %% ../nbs/16_cli.ipynb #513cedd4
+def add_finetune_options(parser:argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "`mgd3 finetune`'s options: what to fine-tune on what, and one flag per `FinetuneConfig` field."
+    from mgd3.finetune import FinetuneConfig
+    parser.add_argument('--backbone', required=True, help="a DiT backbone: registered name, DiTPipeline folder, hub id")
+    parser.add_argument('--dataset', required=True, help="a name from mgd3.list_datasets(), 'folder' (with "
+                                                         "--data-root) or 'folder:<root>'")
+    parser.add_argument('--data-root', help="the dataset's root (the folder of class subfolders for 'folder')")
+    parser.add_argument('--out', required=True, help="the backbone folder to write")
+    parser.add_argument('--classes', help="comma-separated class indices to train on (default: all)")
+    parser.add_argument('--ckpt-dir', help="checkpoints and latent cache (default: <out>-checkpoints)")
+    parser.add_argument('--vae', help="a separate VAE for the backbone (default: its own)")
+    parser.add_argument('--device', help="'cpu' forces the CPU (default: what accelerate finds)")
+    parser.add_argument('--minimax', action='store_true', help="start from MinMaxDiff's recipe (mgd3.finetune.MINIMAX)")
+    for f in fields(FinetuneConfig):
+        flag = '--' + f.name.replace('_', '-')
+        if f.type in ('bool', bool): parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else: parser.add_argument(flag, type={'int': int, 'float': float}.get(str(f.type), str), default=None,
+                                  help=f"default: {f.default!r}")
+    return parser
+
+def cmd_finetune(args:argparse.Namespace) -> int:
+    "`mgd3 finetune --backbone B --dataset D --out DIR`: fine-tune a DiT; prints the backbone folder."
+    from mgd3.finetune import FinetuneConfig, MINIMAX, finetune_dit
+    dataset, root = args.dataset, args.data_root
+    if dataset == 'folder':
+        if not root: raise SystemExit("mgd3 finetune: --dataset folder needs --data-root (its class subfolders)")
+        dataset = f'folder:{root}'
+    if root is None and dataset.startswith('folder:'): root = dataset[len('folder:'):]
+    over = {f.name: getattr(args, f.name) for f in fields(FinetuneConfig) if getattr(args, f.name) is not None}
+    cfg = replace(MINIMAX if args.minimax else FinetuneConfig(), **over)
+    classes = [int(c) for c in args.classes.split(',')] if args.classes else None
+    print(finetune_dit(args.backbone, dataset, args.out, root=root, cfg=cfg, classes=classes, ckpt_dir=args.ckpt_dir,
+                       device=args.device, vae=args.vae, progress=False))
+    return 0
 
 # %% ../nbs/16_cli.ipynb #8cb72af2
 def cmd_export(args:argparse.Namespace) -> int:
@@ -239,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('validate', help="check a dataset root (layout, classes, counts, files)")
     p.add_argument('root', nargs='?', help="the ImageNet-style root (none for the embedded mnist5k)")
-    p.add_argument('--dataset', required=True, help="a name from mgd3.list_datasets()")
+    p.add_argument('--dataset', required=True, help="a name from mgd3.list_datasets(), or 'folder' "
+                                                   "(ROOT's class subfolders)")
     p.add_argument('--check-images', default='header', choices=('none', 'header', 'decode'),
                    help="how far to open each image (default: header)")
     p.add_argument('--min-per-class', type=int, default=1, help="fewer images in a class is an error (default: 1)")
@@ -266,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--port', type=int, default=8866, help="voila's port on localhost (default: 8866)")
     p.add_argument('--serve', action=argparse.BooleanOptionalAction, default=True, help="start voila (default: yes)")
     p.set_defaults(handler=cmd_explore)
+
+    p = sub.add_parser('finetune', help="fine-tune a DiT on a dataset into a new backbone folder (resumable)",
+                       description="Fine-tune a DiT (mgd3.finetune); options are FinetuneConfig's fields, defaults "
+                                   "MinimaxDiffusion's recipe.")
+    add_finetune_options(p).set_defaults(handler=cmd_finetune)
 
     if not has_sweep():
         parser.epilog = ("`mgd3 sweep` comes with the module mgd3.sweep (nbs/18_sweep.ipynb), "

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, asdict, fields, replace
 from typing import Any
 from .core import (check_int, check_choice, check_list, check_bool, check_str, check_path,
                        check_seed, pick_device)
-from .data import dataset_spec
+from .data import dataset_spec, FOLDER_PREFIX
 from .backbone import backbone_entry, DIT_KIND
 from .modes import list_mode_methods
 from .latents import LATENT_DTYPES
@@ -84,8 +84,21 @@ class DistillConfig:
         "Every parameter's default, with lists for tuples (as papermill and YAML write them)."
         return {n: list(d) if isinstance(d, tuple) else d for n, d, _ in cls.parameters()}
 
+    def _folder(self) -> 'DistillConfig':
+        "dataset='folder' with data_root as 'folder:<data_root>'; 'folder:<root>' gets data_root=<root> when unset."
+        if self.dataset == 'folder':
+            if not self.data_root: raise ValueError("dataset='folder' needs data_root, the folder of class subfolders; "
+                                                    "or pass dataset='folder:<root>'")
+            return replace(self, dataset=FOLDER_PREFIX + os.fspath(self.data_root))
+        if isinstance(self.dataset, str) and self.dataset.startswith(FOLDER_PREFIX) and self.data_root is None:
+            return replace(self, data_root=self.dataset[len(FOLDER_PREFIX):])
+        return self
+
     def resolved(self) -> 'DistillConfig':
         "Fill the defaults that depend on the dataset (only where a parameter is None) and make sequences tuples."
+        self, folder = self._folder(), None   # a user's folder names its default out_dir
+        if isinstance(self.dataset, str) and self.dataset.startswith(FOLDER_PREFIX):
+            folder = os.path.basename(os.path.normpath(self.dataset[len(FOLDER_PREFIX):]))
         spec = dataset_spec(self.dataset)
         as_t = lambda v: (v,) if isinstance(v, (str, int)) else tuple(v) if isinstance(v, (list, tuple)) else v
         path = lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v
@@ -97,7 +110,7 @@ class DistillConfig:
                        guidance_scale=default(self.guidance_scale, kind.guidance_scale),
                        stop_rule=kind.stop_rule if self.stop_rule == 'auto' else self.stop_rule,
                        teacher=default(self.teacher, spec.teacher),
-                       out_dir=path(default(self.out_dir, f'runs/{self.dataset}-ipc{self.ipc}')),
+                       out_dir=path(default(self.out_dir, f'runs/{folder or self.dataset}-ipc{self.ipc}')),
                        data_root=path(self.data_root), vae=path(self.vae), teacher_weights=path(self.teacher_weights),
                        seeds=as_t(self.seeds), nets=as_t(self.nets), methods=as_t(self.methods))
 

@@ -18,10 +18,11 @@ from .images import IMG_EXTENSIONS, center_crop_arr, load_image, UnreadableImage
 
 # %% auto #0
 __all__ = ['MNIST5K_TRAIN_PER_CLASS', 'MNIST5K_TEST_PER_CLASS', 'MNIST5K_VAL_PER_CLASS', 'MNIST5K_SPLITS', 'DATASETS',
-           'register_dataset', 'SPLIT_FOLDERS', 'HOLDOUT_FILE', 'mnist5k_split_indices', 'load_mnist5k', 'DatasetSpec',
-           'list_datasets', 'dataset_spec', 'read_class_list', 'imagenet_subset_spec', 'teacher_columns',
-           'load_embedded', 'to_model_range', 'flip_image', 'split_dir', 'class_files', 'folder_spec', 'ImageBatch',
-           'class_images', 'ImageFolderDataset', 'load_split', 'detect_source', 'make_holdout_root']
+           'register_dataset', 'FOLDER_PREFIX', 'SPLIT_FOLDERS', 'CLASSES_FILE', 'HOLDOUT_FILE',
+           'mnist5k_split_indices', 'load_mnist5k', 'DatasetSpec', 'list_datasets', 'dataset_spec', 'read_class_list',
+           'imagenet_subset_spec', 'teacher_columns', 'load_embedded', 'to_model_range', 'flip_image', 'split_dir',
+           'class_files', 'folder_spec', 'folder_dataset', 'ImageBatch', 'class_images', 'ImageFolderDataset',
+           'load_split', 'detect_source', 'make_holdout_root']
 
 # %% ../nbs/01_data.ipynb #3fcc6640
 MNIST5K_TRAIN_PER_CLASS, MNIST5K_TEST_PER_CLASS = 400, 100
@@ -108,12 +109,15 @@ def list_datasets(filter:str='') -> list[str]: # fnmatch pattern, or a substring
     return DATASETS.list(filter)
 
 # %% ../nbs/01_data.ipynb #160f77fb
+FOLDER_PREFIX = 'folder:'   # a dataset name 'folder:<root>' is the class-subfolder tree at <root>
+
 def dataset_spec(name:str|DatasetSpec) -> DatasetSpec:
     "The `DatasetSpec` registered as `name` (a spec is returned unchanged)."
     if isinstance(name, DatasetSpec): return name
+    if isinstance(name, str) and name.startswith(FOLDER_PREFIX): return folder_dataset(name[len(FOLDER_PREFIX):])
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names are {list_datasets()}; "
-                         "for your own class folders use folder_spec(root)")
+                         "for your own class folders pass 'folder:<root>' (or use folder_spec(root))")
     return DATASETS.get(name)()
 
 # %% ../nbs/01_data.ipynb #e143c98c
@@ -232,6 +236,24 @@ def class_files(root:str|Path, split:str|None, wnid:str) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
 
 # %% ../nbs/01_data.ipynb #f679948b
+CLASSES_FILE = 'classes.txt'   # optional, at a folder's root: one line per class, "<subfolder><TAB><display name>"
+
+def _display_names(root:Path, classes:tuple) -> tuple:
+    "Each class's display name from `root/classes.txt` (the subfolder's name where the file has none)."
+    path = root/CLASSES_FILE
+    if not path.is_file(): return classes
+    names = {}
+    for n, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+        if not line.strip() or line.startswith('#'): continue
+        folder, sep, shown = line.partition('\t')
+        if not sep or not shown.strip():
+            raise ValueError(f"{path} line {n}: expected '<subfolder><TAB><display name>', got {line!r}")
+        names[folder.strip()] = shown.strip()
+    unknown = sorted(set(names) - set(classes))
+    if unknown: raise ValueError(f"{path} names {unknown[:5]}, which are not class subfolders ({list(classes)[:5]}); "
+                                 "fix the file or the folders")
+    return tuple(names.get(c, c) for c in classes)
+
 def folder_spec(root:str|Path, # folder with class subfolders (directly, or under train/)
                 name:str|None=None, # dataset name (default: the folder's name)
                 image_size:int=256, # resolution to encode/generate at
@@ -242,8 +264,32 @@ def folder_spec(root:str|Path, # folder with class subfolders (directly, or unde
     base = root / 'train' if (root / 'train').is_dir() else split_dir(root, None)
     classes = tuple(sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith('.')))
     if not classes: raise ValueError(f"{base} has no class subfolders; expected {base}/<class>/<image>")
-    return DatasetSpec(name or root.name, classes, tuple(range(len(classes))), classes, image_size, channels,
+    names = _display_names(root, classes)
+    return DatasetSpec(name or root.name, classes, tuple(range(len(classes))), names, image_size, channels,
                        f'ImageFolder {root}', imagenet=False)
+
+# %% ../nbs/01_data.ipynb #7d946137
+def _first_image(base:Path, classes:tuple) -> tuple[int, int]:
+    "(channels, size) of the first image of the first class: 1 if grey, else 3; its short side, at most 256."
+    files = sorted(p for p in (base/classes[0]).iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+    if not files: return 3, 256
+    with Image.open(files[0]) as im: return 1 if im.mode in ('1', 'L', 'I', 'I;16', 'F') else 3, min(256, *im.size)
+
+def folder_dataset(root:str|Path, # a folder with class subfolders (directly, or under train/ and val/)
+                  ) -> DatasetSpec:
+    "The dataset `'folder:<root>'`: ImageNet labels when every class folder is an ImageNet wnid, else 0..C-1."
+    root = Path(root).expanduser()
+    if not root.is_dir(): raise FileNotFoundError(f"dataset folder {root} does not exist; pass 'folder:<root>' with a "
+                                                  "folder of class subfolders")
+    spec = folder_spec(root, name=f'{FOLDER_PREFIX}{root}')
+    known = set(_imagenet_info().label_names())
+    if all(w in known for w in spec.wnids):   # an ImageNet subset on disk: an ImageNet DiT knows its classes
+        sub = imagenet_subset_spec(spec.name, spec.wnids, spec.source)
+        shown = spec.class_names if (root/CLASSES_FILE).is_file() else sub.class_names
+        return replace(sub, class_names=shown)
+    base = root/'train' if (root/'train').is_dir() else root
+    channels, size = _first_image(base, spec.wnids)
+    return replace(spec, channels=channels, image_size=size, backbone=None)
 
 # %% ../nbs/01_data.ipynb #a8ff381b
 class ImageBatch(NamedTuple):

@@ -91,7 +91,7 @@ def test_set(run:Run): # the run
     spec = dataset_spec(run.config.dataset)
     if spec.embedded: return load_split(spec, split='test')
     c = get_eval_config(run.config.eval_preset(), protocol=run.config.protocol)
-    return prepare_test_set(split_dir(run.config.data_root, 'val'), image_size=c.image_size,
+    return prepare_test_set(split_dir(run.config.data_root, 'val'), image_size=c.image_size or spec.image_size,
                             test_resize=c.test_resize, classes=sorted(spec.wnids))
 
 # %% ../nbs/13_distill.ipynb #b6490ab3

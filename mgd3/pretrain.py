@@ -97,16 +97,32 @@ def n_params(model:torch.nn.Module) -> int:
 # %% ../nbs/05a_pretrain.ipynb #6428c650
 _RESUMABLE = ('steps', 'checkpoint_every')   # settings a resumed run may change (e.g. train longer)
 
-def _state_tensors(model, ema, opt, gen) -> tuple[dict, dict]:
-    "Flatten model, EMA, AdamW and generator state into safetensors-ready tensors and JSON metadata."
+def _unshare(ts:dict) -> dict:
+    "Copy tensors that share storage with an earlier one (tied modules), as safetensors stores each once."
+    seen, out = set(), {}
+    for k, v in ts.items():
+        ptr = v.untyped_storage().data_ptr() if v.numel() else None
+        out[k] = v.clone() if ptr is not None and ptr in seen else v
+        seen.add(ptr)
+    return out
+
+def _rank_rows(acc, t:torch.Tensor) -> torch.Tensor:
+    "A per-process 1-D tensor as `[processes, n]` (gathered across processes; `[1, n]` with one)."
+    if acc is None or acc.num_processes == 1: return t[None]
+    return acc.gather(t[None].to(acc.device)).cpu()
+
+def _state_tensors(model, ema, opt, gen, extra=None, acc=None) -> tuple[dict, dict]:
+    "Flatten model, EMA, AdamW, generator (and `extra`) state into safetensors-ready tensors and JSON metadata."
     ts = {f'model.{k}': v for k, v in model.state_dict().items()}
     if ema is not None: ts.update({f'ema.{k}': v for k, v in ema.state_dict().items()})
     sd = opt.state_dict()
     for i, st in sd['state'].items(): ts.update({f'opt.{i}.{k}': v for k, v in st.items()})
-    ts['rng'] = gen.get_state()
-    return ts, {'param_groups': sd['param_groups']}
+    rng = _rank_rows(acc, gen.get_state())
+    ts['rng'] = rng[0] if len(rng) == 1 else rng   # one process: the plain state, as before
+    if extra is not None: ts.update({f'extra.{k}': v for k, v in extra.state().items()})
+    return _unshare(ts), {'param_groups': sd['param_groups']}
 
-def _restore(path, model, ema, opt, gen, config:dict) -> tuple[int, dict]:
+def _restore(path, model, ema, opt, gen, config:dict, extra=None, rank:int=0) -> tuple[int, dict]:
     "Load a checkpoint written by `_fit` into the objects; returns (step, metadata)."
     ts, meta = load_tensors(path)
     same = lambda c: json.loads(json.dumps({k: v for k, v in (c or {}).items() if k not in _RESUMABLE}))
@@ -121,38 +137,53 @@ def _restore(path, model, ema, opt, gen, config:dict) -> tuple[int, dict]:
             _, i, name = k.split('.', 2)
             state.setdefault(int(i), {})[name] = v
     opt.load_state_dict({'state': state, 'param_groups': meta['opt']['param_groups']})
-    gen.set_state(ts['rng'])
+    gen.set_state(ts['rng'] if ts['rng'].ndim == 1 else ts['rng'][rank].contiguous())
+    if extra is not None: extra.load({k[6:]: v for k, v in ts.items() if k.startswith('extra.')})
     return meta['step'], meta
 
-def _fit(model, loss_fn, n_items:int, cfg, ckpt_path:Path|None, desc:str, progress:bool=True):
+def _fit(model, loss_fn, n_items:int, cfg, ckpt_path:Path|None, desc:str, progress:bool=True, *,
+         params=None, # the parameters to train (None: all); the others stay as they are
+         batches=None, # batches(step) -> indices of this process's batch (None: `cfg.batch_size` uniform draws)
+         accelerator=None, # an `accelerate.Accelerator`: prepares model and optimiser, backward, main-process saves
+         extra=None, # an object with `state() -> dict[str, Tensor]` and `load(dict)`, checkpointed with the run
+        ):
     "Train `model` on `loss_fn(model, idx, generator)` for `cfg.steps` steps; returns (EMA or final model, log)."
-    config = asdict(cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    config, acc = asdict(cfg), accelerator
+    rank, world = (acc.process_index, acc.num_processes) if acc is not None else (0, 1)
+    gen = torch.Generator().manual_seed(cfg.seed * world + rank)   # one stream per process (DiT's seeding)
+    params = list(model.parameters() if params is None else params)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay else None
+    warmup = getattr(cfg, 'ema_warmup', True)   # DiT-style warm-up of the decay, or the constant decay
     step, log = 0, {'loss': [], 'seconds': 0.0}
     if ckpt_path is not None and Path(ckpt_path).is_file():
-        step, meta = _restore(ckpt_path, model, ema, opt, gen, config)
+        step, meta = _restore(ckpt_path, model, ema, opt, gen, config, extra, rank)
         log = meta['log']
-    model.train()
+    net = model
+    if acc is not None: net, opt = acc.prepare(model, opt)
+    net.train()
     t0 = time.perf_counter() - log['seconds']
-    bar = tqdm(range(step, cfg.steps), desc=desc, initial=step, total=cfg.steps, disable=not progress)
+    bar = tqdm(range(step, cfg.steps), desc=desc, initial=step, total=cfg.steps, disable=not progress or rank > 0)
     for step in bar:
-        idx = torch.randint(n_items, (cfg.batch_size,), generator=gen)
-        loss = loss_fn(model, idx, gen)
+        idx = torch.randint(n_items, (cfg.batch_size,), generator=gen) if batches is None else batches(step)
+        out = loss_fn(net, idx, gen)
+        loss, parts = out if isinstance(out, tuple) else (out, {})
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if acc is None: loss.backward()
+        else: acc.backward(loss)
         opt.step()
         if ema is not None:
-            d = min(cfg.ema_decay, (1 + step) / (10 + step))
+            d = min(cfg.ema_decay, (1 + step) / (10 + step)) if warmup else cfg.ema_decay
             with torch.no_grad():
                 for pe, pm in zip(ema.parameters(), model.parameters()): pe.lerp_(pm, 1 - d)
         log['loss'].append(round(loss.item(), 5))
+        for k, v in parts.items(): log.setdefault(k, []).append(round(float(v), 6))
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if ckpt_path is not None and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             log['seconds'] = time.perf_counter() - t0
-            ts, opt_meta = _state_tensors(model, ema, opt, gen)
-            save_tensors(ckpt_path, ts, {'step': step + 1, 'config': config, 'opt': opt_meta, 'log': log})
+            ts, opt_meta = _state_tensors(model, ema, opt, gen, extra, acc)
+            if rank == 0: save_tensors(ckpt_path, ts, {'step': step + 1, 'config': config, 'opt': opt_meta, 'log': log})
+            if acc is not None: acc.wait_for_everyone()
     log['seconds'] = time.perf_counter() - t0
     out = ema if ema is not None else model
     return out.eval().requires_grad_(False), log

@@ -20,12 +20,13 @@ LAYERS = {
     'stage 1': ({'data', 'images', 'validate', 'latents', 'kmeans', 'modes'},
                 'datasets, image files, the VAE path and mode discovery; imports no generator, evaluation or pipeline '
                 'module'),
-    'generator side': ({'backbone', 'losses', 'pretrain', 'guidance', 'sampler', 'text2img', 'ldm', 'tiny_mnist'},
+    'generator side': ({'backbone', 'losses', 'pretrain', 'finetune', 'guidance', 'sampler', 'text2img', 'ldm',
+                        'tiny_mnist'},
                        'makes images; never imports the evaluation side'),
     'evaluation side': ({'evalnets', 'augment', 'protocols', 'evaluate', 'metrics'},
                         'judges any image folder, whoever made it; imports neither the sampler nor any backbone module'),
-    'pipeline': ({'methods', 'd4m', 'rded', 'manifoldgd', 'ddoq', 'config', 'run', 'distill', 'paper', 'explore',
-                  'export', 'cli', 'sweep', 'candidates', 'quality'},
+    'pipeline': ({'methods', 'd4m', 'rded', 'minimax', 'manifoldgd', 'ddoq', 'config', 'run', 'distill', 'paper',
+                  'explore', 'export', 'cli', 'sweep', 'candidates', 'quality'},
                  'the only layer that may import every other; no other layer imports it'),
     'fixtures': ({'testing'}, 'tiny random components for tests, notebooks and rehearsals; no production module '
                               'imports it'),
