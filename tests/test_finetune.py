@@ -242,3 +242,22 @@ def test_a_folder_of_images_goes_through_the_cli(tmp_path):
     assert _mgd3('export', run, '--method', 'mgd3', '--dest', dest).strip() == str(dest)
     s = mgd3.load_distilled(dest)
     assert len(s.rows) == 4
+
+
+def test_folder_dataset_parameters(tmp_path):
+    "dataset='folder' + data_root and dataset='folder:<root>' name the same dataset; bad folders are refused clearly."
+    from PIL import Image
+    from mgd3.config import DistillConfig
+    from mgd3.data import dataset_spec, teacher_columns
+    for c in ('cats', 'dogs'):
+        (tmp_path/'pets'/'train'/c).mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path/'pets'/'train'/c/'0.png')
+    a = DistillConfig(dataset='folder', data_root=str(tmp_path/'pets')).resolved()
+    b = DistillConfig(dataset=f"folder:{tmp_path/'pets'}").resolved()
+    assert a.dataset == b.dataset and a.data_root == b.data_root and a.out_dir == b.out_dir == 'runs/pets-ipc10'
+    spec = dataset_spec(a.dataset)
+    assert spec.wnids == ('cats', 'dogs') and spec.channels == 3 and spec.image_size == 16 and not spec.imagenet
+    with pytest.raises(ValueError, match='not an ImageNet subset'): teacher_columns(spec, 1000)   # ImageNet teacher
+    with pytest.raises(ValueError, match='needs data_root'): DistillConfig(dataset='folder').resolved()
+    (tmp_path/'pets'/'classes.txt').write_text('cats only a name without a tab\n')
+    with pytest.raises(ValueError, match='TAB'): dataset_spec(a.dataset)
