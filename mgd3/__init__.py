@@ -33,6 +33,7 @@ from .quality import *
 from .methods import *
 from .config import *
 from .run import *
+from .preflight import *
 from .distill import *
 from .paper import *
 from .explore import *

@@ -22,6 +22,7 @@ from .evalnets import load_teacher, Teacher
 from .metrics import streamed_metrics, plot_tsne, _nanmean
 from .config import DistillConfig
 from .run import Run, verify_run, check_disk_space
+from .preflight import check_run
 
 _logger = logging.getLogger('mgd3.distill')
 
@@ -278,7 +279,7 @@ class DistillResult:
 # %% ../nbs/13_distill.ipynb #be2f6b69
 def distill(**params) -> DistillResult:
     "Run MGD³ end to end (stage 1 → methods → evaluation → metrics) into `out_dir`; resumable. See `DistillConfig`."
-    with Run.writer(DistillConfig.from_params(**params)) as run:
+    with Run.writer(check_run(**params)) as run:   # every cheap check first, before anything is created
         if run.complete: verify_run(run, run.metrics_path)
         if not run.complete:
             verify_run(run)

@@ -14,6 +14,7 @@ from .data import dataset_spec, HOLDOUT_FILE
 from .config import DistillConfig
 from .run import Run
 from .distill import distill, prepare
+from .preflight import preflight_all
 
 # %% auto #0
 __all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'FAILED', 'SWEEP_METRICS', 'grid_points', 'varied_keys', 'point_name',
@@ -411,7 +412,7 @@ def sweep(grid:dict|Sequence[dict], # {parameter: [values]} (every combination),
     check_choice('on_error', on_error, ('record', 'raise'), hint="'record' goes on past a failing point")
     out = Path(out_dir)
     points = sweep_points(grid, out, base, shared)
-    for p in points: p.config()   # every point's parameters are checked before any point runs
+    preflight_all({p.name: {**SWEEP_DEFAULTS, **p.params, 'out_dir': str(p.out_dir)} for p in points})   # before any
     record_points(out, points, grid, base)
     run = run_recorded if on_error == 'record' else run_point
     todo = [p for p in points if not p.complete]
