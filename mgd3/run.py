@@ -23,7 +23,7 @@ _logger = logging.getLogger('mgd3.run')
 
 # %% auto #0
 __all__ = ['RunLockedError', 'RunLock', 'other_config_error', 'Run', 'reused_files', 'verify_run', 'disk_needed',
-           'existing_parent', 'disk_space_error', 'check_disk_space']
+           'existing_parent', 'disk_space_error', 'check_disk_space', 'show_progress']
 
 # %% ../nbs/12_run.ipynb #da9f9166
 class RunLockedError(RuntimeError):
@@ -334,3 +334,21 @@ def check_disk_space(run:Run, latent_shape:tuple, image_shape:tuple) -> dict[str
     need = disk_needed(run, latent_shape, image_shape)
     if (e := disk_space_error(run.folder, need)) is not None: raise e
     return need
+
+# %% ../nbs/12_run.ipynb #b178b1c2
+class _ProgressHandler(logging.StreamHandler):
+    "The handler `show_progress` adds (one per logger, however often it is called)."
+
+def show_progress(stream=None, # where the log lines go (default: sys.stdout, a notebook's own output)
+                 ) -> logging.Handler:
+    "Show a run's stages (start, end, duration) and text progress bars in a notebook's output; returns the handler."
+    import sys, tqdm.auto, tqdm.std
+    for name, module in list(sys.modules.items()):   # bars drawn as text, not as widgets papermill cannot show
+        if name.startswith('mgd3') and getattr(module, 'tqdm', None) is tqdm.auto.tqdm: module.tqdm = tqdm.std.tqdm
+    logger = logging.getLogger('mgd3')
+    logger.setLevel(logging.INFO)
+    for h in [h for h in logger.handlers if isinstance(h, _ProgressHandler)]: logger.removeHandler(h)
+    handler = _ProgressHandler(stream or sys.stdout)
+    handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
+    logger.addHandler(handler)
+    return handler

@@ -14,7 +14,7 @@ from .data import dataset_spec, HOLDOUT_FILE
 from .config import DistillConfig
 from .run import Run
 from .distill import distill, prepare
-from .preflight import preflight_all
+from .preflight import preflight_all, verify_shared, record_shared
 
 # %% auto #0
 __all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'FAILED', 'SWEEP_METRICS', 'grid_points', 'varied_keys', 'point_name',
@@ -86,6 +86,7 @@ def link_shared(config:DistillConfig, # a point's resolved config
     # the copies are recorded in the run's hash ledger, so the run takes them as its own finished files
     out, lkey = Path(config.out_dir), stage1_keys(config)[0]
     target = Path(shared)/'latents'/lkey
+    verify_shared(shared, f'latents/{lkey}', f'modes/{stage1_keys(config)[1]}')   # as a run verifies its own files
     target.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     link = out/'latents'
@@ -108,10 +109,12 @@ def _copy(src, dst):
 
 # %% ../nbs/18_sweep.ipynb #e6a11185
 def share_modes(config:DistillConfig, shared:str|Path) -> None:
-    "Keep a finished point's modes as the shared modes of its key (once)."
+    "Keep a finished point's modes as the shared modes of its key (once); record the hashes of its shared shards."
     out, store = Path(config.out_dir), _modes_store(config, shared)
-    for rel in _mode_files(config):
-        if (out/rel).exists() and not (store/rel).exists(): _copy(out/rel, store/rel)
+    record_shared(shared, out, f'latents/{stage1_keys(config)[0]}')   # the shards' hashes, as the run wrote them
+    with Ledger(shared).recording():
+        for rel in _mode_files(config):
+            if (out/rel).exists() and not (store/rel).exists(): _copy(out/rel, store/rel)
 
 # %% ../nbs/18_sweep.ipynb #2dd1d2f8
 SWEEP_DEFAULTS = dict(tsne=False)   # what a sweep point changes from distill's defaults (nothing a result depends on)

@@ -125,4 +125,4 @@ def test_mgd3_verify_checks_runs_exports_and_packs(run_dir, exported, tmp_path, 
     assert "tensor 'images' differs from the sha256 in its header" in capsys.readouterr().out
     (tmp_path / 'other').mkdir()
     assert main(['verify', str(tmp_path / 'other')]) == 1
-    assert mgd3.verify(exp).checked == 20 + 2   # 20 images, and the pack's 2 tensors
+    assert mgd3.verify(exp).checked == 20 + 3   # 20 images, and the pack's 3 tensors (images, labels, soft labels)
