@@ -34,6 +34,7 @@ from .methods import *
 from .config import *
 from .run import *
 from .preflight import *
+from .integrity import *
 from .distill import *
 from .paper import *
 from .explore import *

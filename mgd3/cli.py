@@ -201,7 +201,7 @@ def cmd_explore(args:argparse.Namespace) -> int:
 # %% ../nbs/16_cli.ipynb #ea739c50
 def cmd_verify(args:argparse.Namespace) -> int:
     "`mgd3 verify PATH`: check a run folder, an export or a pack against its recorded sha256; exit 1 on a mismatch."
-    from mgd3.preflight import verify
+    from mgd3.integrity import verify
     rep = verify(args.path)
     print(json.dumps(asdict(rep) | {'ok': rep.ok}, indent=2) if args.json else rep.summary())
     return 0 if rep.ok else 1

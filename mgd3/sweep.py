@@ -14,7 +14,8 @@ from .data import dataset_spec, HOLDOUT_FILE
 from .config import DistillConfig
 from .run import Run
 from .distill import distill, prepare
-from .preflight import preflight_all, verify_shared, record_shared
+from .preflight import preflight_all
+from .integrity import verify_shared, record_shared
 
 # %% auto #0
 __all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'FAILED', 'SWEEP_METRICS', 'grid_points', 'varied_keys', 'point_name',

@@ -138,5 +138,5 @@ def test_a_changed_shared_shard_or_mode_set_is_set_aside_and_recomputed(tiny_mni
     assert len([m for m in said if 'set aside' in m]) == 2, said
     assert {p: p.read_bytes() for p in shards + modes} == want   # recomputed, byte for byte the first ones
     assert len(list(shared.rglob('.*.rejected'))) == 2
-    from mgd3.preflight import verify_shared
+    from mgd3.integrity import verify_shared
     assert verify_shared(shared, *(str(p.relative_to(shared).parent) for p in shards[:1] + modes)) == []
