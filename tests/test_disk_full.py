@@ -4,7 +4,9 @@ the disk-space message, leave no file that a resume would reuse without it being
 space is freed, resume to images and metrics byte for byte those of an uninterrupted run.
 
 Mounting a tmpfs needs root (or CAP_SYS_ADMIN); elsewhere the test is skipped, and tests/test_faults.py's `disk-full`
-step (an ENOSPC injected at the PNG writer) covers the same path."""
+step (an ENOSPC injected at the PNG writer) covers the same path in CI. A slow test (two tiny runs); run it with:
+
+    MGD3_RUN_SLOW=1 OMP_NUM_THREADS=1 python -m pytest -q tests/test_disk_full.py"""
 import errno, hashlib, json, logging, re, subprocess
 from pathlib import Path
 import pytest
@@ -41,6 +43,7 @@ def _hashes(folder):
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob('images/**/*.png'))}
 
+@pytest.mark.slow
 def test_a_disk_full_during_the_image_stage(tiny_mnist_pipeline, tmp_path, small_disk):
     ref = mgd3.distill(**_params(tiny_mnist_pipeline, tmp_path / 'ref'))
     out = small_disk / 'run'
