@@ -38,6 +38,8 @@ from .rded import *
 from .minimax import *
 from .config import *
 from .run import *
+from .preflight import *
+from .integrity import *
 from .distill import *
 from .paper import *
 from .explore import *

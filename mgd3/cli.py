@@ -13,7 +13,7 @@ from .config import DistillConfig
 # %% auto #0
 __all__ = ['EVAL_PARAMS', 'CliOption', 'distill_options', 'add_run_options', 'read_data_file', 'read_config_file', 'run_params',
            'cmd_distill', 'cmd_evaluate', 'cmd_validate', 'add_finetune_options', 'cmd_finetune', 'cmd_export',
-           'cmd_explore', 'has_sweep', 'cmd_sweep', 'build_parser', 'main']
+           'cmd_explore', 'cmd_verify', 'has_sweep', 'cmd_sweep', 'build_parser', 'main']
 
 # %% ../nbs/16_cli.ipynb #f6678d21
 def _json_or_str(text:str):
@@ -120,7 +120,7 @@ def read_config_file(path:str|Path) -> dict:
     return data
 
 # %% ../nbs/16_cli.ipynb #d7067b89
-_NOT_PARAMS = ('config', 'command', 'handler', 'verbose', 'quiet', 'print_config')
+_NOT_PARAMS = ('config', 'command', 'handler', 'verbose', 'quiet', 'print_config', 'preflight')
 
 def run_params(args:argparse.Namespace) -> dict:
     "The run parameters of parsed arguments: the config file's (if any) overridden by the flags given."
@@ -135,6 +135,11 @@ def cmd_distill(args:argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(asdict(DistillConfig.from_params(**params)), indent=2))
         return 0
+    if getattr(args, 'preflight', False):   # the checks `distill` makes first, as a report (nothing is created)
+        from mgd3.preflight import preflight
+        rep = preflight(**params)
+        print(rep.summary())
+        return 0 if rep.ok else 1
     from mgd3.distill import distill
     r = distill(**params)
     print(r.table)
@@ -230,6 +235,14 @@ def cmd_explore(args:argparse.Namespace) -> int:
     if not args.serve: return 0
     return serve_explorer(nb, port=args.port).wait()
 
+# %% ../nbs/16_cli.ipynb #ea739c50
+def cmd_verify(args:argparse.Namespace) -> int:
+    "`mgd3 verify PATH`: check a run folder, an export or a pack against its recorded sha256; exit 1 on a mismatch."
+    from mgd3.integrity import verify
+    rep = verify(args.path)
+    print(json.dumps(asdict(rep) | {'ok': rep.ok}, indent=2) if args.json else rep.summary())
+    return 0 if rep.ok else 1
+
 # %% ../nbs/16_cli.ipynb #be536b1b
 def has_sweep() -> bool:
     "Whether this mgd3 has the sweep module (`mgd3.sweep`), which `mgd3 sweep` runs."
@@ -265,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run MGD³ end to end. Options are DistillConfig's fields with the paper's defaults.")
     p.add_argument('--config', help="a YAML or JSON file of run parameters (flags given beside it win)")
     p.add_argument('--print-config', action='store_true', help="print the resolved config as JSON and stop")
+    p.add_argument('--preflight', action='store_true',
+                   help="only check the run (config, data, backbone, teacher, out_dir, disk); exit 1 on a problem")
     add_run_options(p).set_defaults(handler=cmd_distill)
 
     p = sub.add_parser('evaluate', help="train and test evaluation networks on a distilled set")
@@ -309,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fine-tune a DiT (mgd3.finetune); options are FinetuneConfig's fields, defaults "
                                    "MinimaxDiffusion's recipe.")
     add_finetune_options(p).set_defaults(handler=cmd_finetune)
+
+    p = sub.add_parser('verify', help="check a run folder, an exported set or a tensor pack against its sha256")
+    p.add_argument('path', help="a run folder, an exported set's folder or a .safetensors pack")
+    p.add_argument('--json', action='store_true', help="print the report as JSON")
+    p.set_defaults(handler=cmd_verify)
 
     if not has_sweep():
         parser.epilog = ("`mgd3 sweep` comes with the module mgd3.sweep (nbs/18_sweep.ipynb), "

@@ -480,11 +480,14 @@ class Manifest:
     @contextlib.contextmanager
     def stage(self, name:str):
         "Time the block as stage `name` (seconds add up over repeats) and save the manifest afterwards."
-        t0 = time.perf_counter()
+        t0, failed = time.perf_counter(), False
         try: yield self
+        except BaseException: failed = True; raise
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
-            self.save()
+            try: self.save()
+            except OSError:   # after the block's own error (a full disk: the file it could not write), report that one
+                if not failed: raise
 
     @classmethod
     def load(cls, path:str|Path) -> 'Manifest':

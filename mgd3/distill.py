@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-import logging
+import logging, time
 from .core import load_json, save_json, atomic_save, pick_device
 from .data import dataset_spec, load_split, split_dir, teacher_columns
 from .images import class_set_images, prepare_test_set
@@ -23,6 +23,7 @@ from .metrics import streamed_metrics, plot_tsne, _nanmean
 from .config import DistillConfig
 from .paper import group_params
 from .run import Run, verify_run, check_disk_space
+from .preflight import check_run
 
 _logger = logging.getLogger('mgd3.distill')
 
@@ -120,6 +121,7 @@ def evaluate_sets(run:Run, # the run
     teacher = run_teacher(run, device) if cfg.protocol == 'soft' else None
     tclasses = teacher_classes(dataset_spec(cfg.dataset), teacher) if teacher is not None else None
     bar = tqdm(total=len(todo), desc='evaluate', unit='run')
+    left, t0 = sum(not run.eval_path(m, g, net).exists() for m, g, _, net in todo), time.perf_counter()
     for method in cfg.methods:
         with run.stage(f'evaluate/{method}'):
             for gen_seed, train_seed in run.eval_runs(method):
@@ -135,6 +137,11 @@ def evaluate_sets(run:Run, # the run
                                  generation_seed=gen_seed if get_method(method).seeded else None,
                                  teacher=teacher, teacher_classes=tclasses, device=device)
                     save_json(path, asdict(r))
+                    left -= 1
+                    if t0 is not None and left:   # after the first trained network: an estimate of the time left
+                        took, t0 = time.perf_counter() - t0, None
+                        _logger.info("%s: first network trained in %.0f s; about %.0f s left for the other %d "
+                                     "evaluations, then metrics and figures", run.folder, took, took * left, left)
     bar.close()
 
 # %% ../nbs/13_distill.ipynb #3a5e24e2
@@ -289,8 +296,8 @@ class DistillResult:
 # %% ../nbs/13_distill.ipynb #be2f6b69
 def distill(**params) -> DistillResult:
     "Run MGD³ end to end (stage 1 → methods → evaluation → metrics) into `out_dir`; resumable. See `DistillConfig`."
-    config = DistillConfig.from_params(**params)
-    for p in group_params(params, config.out_dir).values(): DistillConfig.from_params(**p)   # checked before any work
+    config = check_run(**params)   # every cheap check first, before anything is created
+    for p in group_params(params, config.out_dir).values(): check_run(**p)   # a preset's groups' runs too
     with Run.writer(config) as run:
         if run.complete: verify_run(run, run.metrics_path)
         if not run.complete:

@@ -15,6 +15,7 @@ from .data import dataset_spec, teacher_columns
 from .images import ImageSet, decode_image, image_channels, set_image_path
 from .methods import get_method
 from .run import Run
+from .preflight import run_checks
 
 # %% auto #0
 __all__ = ['DISTILLED_FORMAT', 'METADATA_FILE', 'CARD_FILE', 'PROVENANCE_FILE', 'PACK_FILE', 'CITATION', 'set_rows',
@@ -202,19 +203,26 @@ def export_distilled(run:Run|str|Path, # a finished run, or its folder
     "Write one distilled set of a run as a self-describing dataset folder; return the folder."
     t0 = time.perf_counter()
     run = run if isinstance(run, Run) else Run.load(run)
-    if method not in run.config.methods:
-        raise ValueError(f"the run in {run.folder} has no method {method!r}; its methods: {list(run.config.methods)}")
-    if get_method(method).real_split:
-        raise ValueError(f"{method!r} is the whole real training split, not a distilled set: an export would copy the "
-                         "dataset itself; share the dataset (its train/ folder) instead, or export another method")
-    seeds = run.set_seeds(method)
-    seed = seeds[0] if seed is None else seed
-    if get_method(method).seeded and seed not in seeds:
-        raise ValueError(f"the run made {method} sets for generation seeds {list(seeds)}, not {seed}; pass one of them")
+    known = method in run.config.methods
+    seeds = run.set_seeds(method) if known else ()
+    seed = seeds[0] if seed is None and seeds else seed
+    found = known and (not get_method(method).seeded or seed in seeds) and not get_method(method).real_split
     dest = Path(dest) if dest is not None else run.folder/'export'/f'{method}-seed{seed}'
-    if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise FileExistsError(f"{dest} exists and is not empty; pass another dest, or overwrite=True")
-    rows = set_rows(run, method, seed)
+    def check_set():
+        if not known: raise ValueError(f"the run in {run.folder} has no method {method!r}; its methods: "
+                                       f"{list(run.config.methods)}")
+        if get_method(method).real_split:
+            raise ValueError(f"{method!r} is the whole real training split, not a distilled set: an export would copy "
+                             "the dataset itself; share the dataset (its train/ folder) instead, or export another "
+                             "method")
+        if not found: raise ValueError(f"the run made {method} sets for generation seeds {list(seeds)}, not {seed}; "
+                                       "pass one of them")
+    def check_dest():
+        if dest.exists() and any(dest.iterdir()) and not overwrite:
+            raise FileExistsError(f"{dest} exists and is not empty; pass another dest, or overwrite=True")
+    # every problem at once (mgd3.preflight), before anything is written: the set, its images' hashes, the destination
+    _, rows, _ = run_checks({'set': check_set, 'images': lambda: set_rows(run, method, seed) if found else None,
+                             'dest': check_dest})
     info = set_provenance(run, method, seed, rows)
     src, spec = run.image_dir(method, seed), dataset_spec(run.config.dataset)
     tmp = dest.with_name(dest.name + '.partial')

@@ -22,7 +22,8 @@ from .config import DistillConfig
 _logger = logging.getLogger('mgd3.run')
 
 # %% auto #0
-__all__ = ['RunLockedError', 'RunLock', 'Run', 'reused_files', 'verify_run', 'disk_needed', 'check_disk_space']
+__all__ = ['RunLockedError', 'RunLock', 'other_config_error', 'Run', 'reused_files', 'verify_run', 'disk_needed',
+           'existing_parent', 'disk_space_error', 'check_disk_space', 'show_progress']
 
 # %% ../nbs/12_run.ipynb #da9f9166
 class RunLockedError(RuntimeError):
@@ -45,13 +46,23 @@ class RunLock:
             return f"pid {o['pid']} on {o['host']}, since {o['since']}"
         except (OSError, ValueError, KeyError, TypeError): return 'another process'
 
+    def busy_error(self) -> RunLockedError:
+        "The error of a run that finds this folder locked and must not wait."
+        return RunLockedError(f"{self.folder} is being written by another mgd3 run ({self.holder()}); wait for it to "
+                              "finish, pass lock='wait' to queue behind it, or choose another out_dir")
+
+    def busy(self) -> bool:
+        "Whether another writer holds the lock now (a probe that creates no file: an unlocked folder says False)."
+        if not self.path.is_file(): return False
+        try: self._lock.acquire(timeout=0)
+        except Timeout: return True
+        self._lock.release()
+        return False
+
     def __enter__(self) -> 'RunLock':
         try: self._lock.acquire(timeout=0)
         except Timeout:
-            if not self.wait:
-                raise RunLockedError(f"{self.folder} is being written by another mgd3 run ({self.holder()}); wait for "
-                                     "it to finish, pass lock='wait' to queue behind it, or choose another "
-                                     "out_dir") from None
+            if not self.wait: raise self.busy_error() from None
             # a warning, not a log line: a queued run must say why it sits still even where logging is unconfigured
             warnings.warn(f"{self.folder} is being written by another mgd3 run ({self.holder()}); waiting for it to "
                           "finish (pass lock='fail' to stop instead)", stacklevel=3)
@@ -66,6 +77,16 @@ class RunLock:
         self._lock.release()
 
 # %% ../nbs/12_run.ipynb #da00f390
+def other_config_error(out:Path, # the run folder
+                       saved:dict, # the config its manifest holds
+                       want:dict, # the config of the run that would reopen it (`DistillConfig.result_config`)
+                      ) -> ValueError|None:
+    "The error of reopening a run folder that holds another config (None when the configs match)."
+    if saved == want: return None
+    diff = sorted(k for k in set(want) | set(saved) if saved.get(k) != want.get(k))
+    return ValueError(f"{out} holds a run with another config (differs in {diff}); pass another out_dir, or delete "
+                      "that folder to start over")
+
 def _make_folder(out:Path) -> Path:
     "Create a run folder (and its parents), or mgd3's own error naming it."
     try: out.mkdir(parents=True, exist_ok=True)
@@ -86,10 +107,7 @@ class Run:
         path, want = out/'manifest.json', config.result_config()
         if path.exists():
             m = Manifest.load(path)
-            if m.config != want:
-                diff = sorted(k for k in set(want) | set(m.config) if m.config.get(k) != want.get(k))
-                raise ValueError(f"{out} holds a run with another config (differs in {diff}); pass another out_dir, "
-                                 "or delete that folder to start over")
+            if (e := other_config_error(out, m.config, want)) is not None: raise e
             _logger.info("%s: reopened (%s)", out, m.status)
             return cls(config, m)
         _make_folder(out)
@@ -294,13 +312,43 @@ def disk_needed(run:Run, # the run
 # %% ../nbs/12_run.ipynb #32a5f378
 def _size(n:int) -> str: return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
+def existing_parent(path:str|Path) -> Path:
+    "`path` itself if it exists, else its nearest existing parent (where a folder about to be made would live)."
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent: p = p.parent
+    return p
+
+def disk_space_error(folder:Path, # the run folder (it may not exist yet)
+                     need:dict[str, int], # `disk_needed`'s estimate
+                    ) -> OSError|None:
+    "The ENOSPC error of a run that needs more than the free space where `folder` is (None when it fits)."
+    free = shutil.disk_usage(existing_parent(folder)).free
+    if sum(need.values()) <= free: return None
+    total, parts = sum(need.values()), ', '.join(f"{k} {_size(v)}" for k, v in need.items())
+    return OSError(errno.ENOSPC, f"not enough disk space for this run in {folder}: it needs about {_size(total)} "
+                                 f"({total} bytes) more ({parts}) but {_size(free)} ({free} bytes) is free; free disk "
+                                 "space, or choose an out_dir on a larger disk")
+
 def check_disk_space(run:Run, latent_shape:tuple, image_shape:tuple) -> dict[str, int]:
     "Raise OSError (ENOSPC) before a run starts when the free space is smaller than `disk_needed`; else its estimate."
     need = disk_needed(run, latent_shape, image_shape)
-    free = shutil.disk_usage(run.folder).free
-    if sum(need.values()) > free:
-        total, parts = sum(need.values()), ', '.join(f"{k} {_size(v)}" for k, v in need.items())
-        raise OSError(errno.ENOSPC, f"not enough disk space for this run in {run.folder}: it needs about "
-                                    f"{_size(total)} ({total} bytes) more ({parts}) but {_size(free)} ({free} bytes) "
-                                    "is free; free disk space, or choose an out_dir on a larger disk")
+    if (e := disk_space_error(run.folder, need)) is not None: raise e
     return need
+
+# %% ../nbs/12_run.ipynb #b178b1c2
+class _ProgressHandler(logging.StreamHandler):
+    "The handler `show_progress` adds (one per logger, however often it is called)."
+
+def show_progress(stream=None, # where the log lines go (default: sys.stdout, a notebook's own output)
+                 ) -> logging.Handler:
+    "Show a run's stages (start, end, duration) and text progress bars in a notebook's output; returns the handler."
+    import sys, tqdm.auto, tqdm.std
+    for name, module in list(sys.modules.items()):   # bars drawn as text, not as widgets papermill cannot show
+        if name.startswith('mgd3') and getattr(module, 'tqdm', None) is tqdm.auto.tqdm: module.tqdm = tqdm.std.tqdm
+    logger = logging.getLogger('mgd3')
+    logger.setLevel(logging.INFO)
+    for h in [h for h in logger.handlers if isinstance(h, _ProgressHandler)]: logger.removeHandler(h)
+    handler = _ProgressHandler(stream or sys.stdout)
+    handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
+    logger.addHandler(handler)
+    return handler

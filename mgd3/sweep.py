@@ -14,6 +14,8 @@ from .data import dataset_spec, HOLDOUT_FILE
 from .config import DistillConfig
 from .run import Run
 from .distill import distill, prepare
+from .preflight import preflight_all
+from .integrity import verify_shared, record_shared
 
 # %% auto #0
 __all__ = ['POINT_ALIASES', 'SWEEP_DEFAULTS', 'FAILED', 'SWEEP_METRICS', 'grid_points', 'varied_keys', 'point_name',
@@ -85,6 +87,7 @@ def link_shared(config:DistillConfig, # a point's resolved config
     # the copies are recorded in the run's hash ledger, so the run takes them as its own finished files
     out, lkey = Path(config.out_dir), stage1_keys(config)[0]
     target = Path(shared)/'latents'/lkey
+    verify_shared(shared, f'latents/{lkey}', f'modes/{stage1_keys(config)[1]}')   # as a run verifies its own files
     target.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     link = out/'latents'
@@ -107,10 +110,12 @@ def _copy(src, dst):
 
 # %% ../nbs/18_sweep.ipynb #e6a11185
 def share_modes(config:DistillConfig, shared:str|Path) -> None:
-    "Keep a finished point's modes as the shared modes of its key (once)."
+    "Keep a finished point's modes as the shared modes of its key (once); record the hashes of its shared shards."
     out, store = Path(config.out_dir), _modes_store(config, shared)
-    for rel in _mode_files(config):
-        if (out/rel).exists() and not (store/rel).exists(): _copy(out/rel, store/rel)
+    record_shared(shared, out, f'latents/{stage1_keys(config)[0]}')   # the shards' hashes, as the run wrote them
+    with Ledger(shared).recording():
+        for rel in _mode_files(config):
+            if (out/rel).exists() and not (store/rel).exists(): _copy(out/rel, store/rel)
 
 # %% ../nbs/18_sweep.ipynb #2dd1d2f8
 SWEEP_DEFAULTS = dict(tsne=False)   # what a sweep point changes from distill's defaults (nothing a result depends on)
@@ -411,7 +416,7 @@ def sweep(grid:dict|Sequence[dict], # {parameter: [values]} (every combination),
     check_choice('on_error', on_error, ('record', 'raise'), hint="'record' goes on past a failing point")
     out = Path(out_dir)
     points = sweep_points(grid, out, base, shared)
-    for p in points: p.config()   # every point's parameters are checked before any point runs
+    preflight_all({p.name: {**SWEEP_DEFAULTS, **p.params, 'out_dir': str(p.out_dir)} for p in points})   # before any
     record_points(out, points, grid, base)
     run = run_recorded if on_error == 'record' else run_point
     todo = [p for p in points if not p.complete]

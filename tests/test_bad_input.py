@@ -177,6 +177,24 @@ def _full_disk(w):
         finally: sh.disk_usage = real
     return call
 
+# ---- issue 27: one preflight before any work (mgd3.preflight): every problem at once, nothing created ----
+def _pre(**kw):
+    def setup(w): return lambda: mgd3.distill(**_run_cfg(w) | kw)
+    return setup
+
+def _pre_data(**kw):
+    def setup(w): return lambda: mgd3.distill(**_run_cfg(w) | {'dataset': 'rel-tiny', 'data_root': str(w.root),
+                                                               'mode_flips': 'none'} | kw)
+    return setup
+
+def _pre_component(w):
+    b = w.tmp / 'bb'; shutil.copytree(w.pipe, b); shutil.rmtree(b / 'scheduler')
+    return lambda: mgd3.distill(**_run_cfg(w) | {'backbone': str(b)})
+
+def _pre_teacher_folder(w):
+    t = w.tmp / 'teacher'; t.mkdir(); (t / 'config.json').write_text('{}')
+    return lambda: mgd3.distill(**_run_cfg(w) | {'teacher': str(t)})
+
 
 ROWS = [  # (id, what is wrong, setup(w) -> call, exception, regex naming the problem)
     ('unknown-dataset', 'unknown dataset name', lambda w: (lambda: mgd3.dataset_spec('mnist6k')),
@@ -308,6 +326,31 @@ ROWS = [  # (id, what is wrong, setup(w) -> call, exception, regex naming the pr
     ('disk-full-preflight', 'a disk with less free space than the run needs', _full_disk,
      OSError, r"not enough disk space for this run in .*run: it needs about [\d.]+ [MG]iB \(\d+ bytes\) more "
      r"\(latents [\d.]+ [MG]iB, images [\d.]+ [MG]iB, other [\d.]+ [MG]iB\) but 5\.0 MiB \(5242880 bytes\) is free"),
+    # ---- issue 27: the preflight ----
+    ('preflight-several', 'a missing data root and, offline, an uncached backbone and VAE (all reported at once)',
+     _pre(dataset='imagenette', data_root='/no/such/dir', backbone=None), mgd3.PreflightError,
+     r"3 problems found before anything was written.*\[data\].*/no/such/dir does not exist.*\[backbone\].*"
+     r"facebook/DiT-XL-2-256.*hub is offline.*\[vae\].*sd-vae-ft-mse"),
+    ('preflight-config-and-data', 'a bad parameter and a missing data root', _pre(ipc=0, dataset='imagenette',
+     data_root='/no/such/dir'), mgd3.PreflightError, r"2 problems.*\[config\].*ipc must be a positive int.*\[data\]"),
+    ('preflight-data-root-missing', 'data_root that does not exist (distill)', _pre_data(data_root='/no/such/dir'),
+     ValueError, r"data_root /no/such/dir cannot serve rel-tiny: root /no/such/dir does not exist"),
+    ('preflight-few-train-images', 'fewer train images per class than ipc (distill)', _pre_data(ipc=5),
+     ValueError, r"train: 2 classes have fewer than 5 images"),
+    ('preflight-backbone-offline', 'a hub id not in the cache, offline', _pre(backbone='nobody/no-such-dit'),
+     FileNotFoundError, r"backbone 'nobody/no-such-dit' is not in the local Hugging Face cache and the hub is offline"),
+    ('preflight-backbone-component', 'a backbone folder missing a component its model_index.json lists',
+     _pre_component, FileNotFoundError, r"bb has no scheduler/ folder, which its model_index\.json lists"),
+    ('preflight-vae-missing', 'vae= a path that does not exist', _pre(vae='/no/such/vae'), FileNotFoundError,
+     r"vae '/no/such/vae' is not a folder and not a hub id"),
+    ('preflight-teacher-weights', 'teacher_weights that do not exist',
+     _pre(teacher='resnet18.tv_in1k', teacher_weights='/no/such.safetensors'), FileNotFoundError,
+     r"teacher weights /no/such\.safetensors do not exist"),
+    ('preflight-teacher-offline', 'a timm teacher without weights, offline', _pre(teacher='resnet18.tv_in1k'),
+     FileNotFoundError, r"weights of teacher 'resnet18\.tv_in1k' are not in the local Hugging Face cache.*pass "
+     r"teacher_weights="),
+    ('preflight-teacher-folder', 'a teacher folder without model.safetensors', _pre_teacher_folder,
+     FileNotFoundError, r"teacher folder .*teacher lacks \['model\.safetensors'\]"),
 ]
 
 def _snapshot(*roots):
@@ -333,6 +376,15 @@ def test_bad_input(row, ws, tmp_path):
     allowed = {Path(tmp_path / 'run' / 'manifest.json')} if row[0] == 'modes-other-vae' else set()
     assert not set(changed) - allowed, f"{what}: overwrote or removed {changed}"
     if getattr(ws, 'held', None) is not None: ws.held.__exit__(None, None, None); ws.held = None
+
+@pytest.mark.parametrize('row', [r for r in ROWS if r[0].startswith('preflight-')], ids=lambda r: r[0])
+def test_a_failed_preflight_creates_nothing(row, ws, tmp_path):
+    "distill refused by the preflight leaves no run folder (before: one holding only manifest.json)."
+    ws.tmp = tmp_path
+    call = row[2](ws)
+    before = sorted(p for p in tmp_path.rglob('*'))
+    with pytest.raises(row[3]): call()
+    assert sorted(p for p in tmp_path.rglob('*')) == before and not (tmp_path / 'run').exists()
 
 class _nothing:
     def __enter__(self): return self

@@ -103,3 +103,26 @@ def test_push_to_hub_refuses_offline(exported):
     try:
         with pytest.raises(ValueError, match='hub is offline'): mgd3.push_to_hub(exported, 'someone/mnist5k-mgd3')
     finally: hc.HF_HUB_OFFLINE = old
+
+def _flip(path, at=-100):
+    b = bytearray(Path(path).read_bytes()); b[at] ^= 0x01; Path(path).write_bytes(bytes(b))
+
+def test_mgd3_verify_checks_runs_exports_and_packs(run_dir, exported, tmp_path, capsys):
+    "`mgd3 verify PATH` exits 0 on a whole run, export and pack, and 1 naming the file after one flipped byte in each."
+    from mgd3.cli import main
+    for p in (run_dir, exported, exported / PACK_FILE):
+        assert main(['verify', str(p)]) == 0, capsys.readouterr().out
+    run, exp = tmp_path / 'run', tmp_path / 'exp'
+    shutil.copytree(run_dir, run); shutil.copytree(exported, exp)
+    capsys.readouterr()
+    _flip(run / 'images/mgd3/seed0/3/1.png')
+    assert main(['verify', str(run)]) == 1
+    assert 'images/mgd3/seed0/3/1.png does not match the sha256' in capsys.readouterr().out
+    _flip(exp / '4/0.png')
+    assert main(['verify', str(exp)]) == 1 and '4/0.png does not match its sha256' in capsys.readouterr().out
+    _flip(exp / PACK_FILE)
+    assert main(['verify', str(exp / PACK_FILE)]) == 1
+    assert "tensor 'images' differs from the sha256 in its header" in capsys.readouterr().out
+    (tmp_path / 'other').mkdir()
+    assert main(['verify', str(tmp_path / 'other')]) == 1
+    assert mgd3.verify(exp).checked == 20 + 3   # 20 images, and the pack's 3 tensors (images, labels, soft labels)

@@ -120,3 +120,38 @@ def test_sweep_notebook_under_papermill(tiny_mnist_pipeline, tmp_path):
                       for o in c.get('outputs', []) if c['cell_type'] == 'code')
     assert '| 0.3 | mgd3 | convnet3 |' in printed
     assert (out / 'table.csv').exists() and (out / 'figures' / 'acc.png').exists()
+
+def test_the_shared_folder_records_every_shared_file(finished):
+    "Issue 27 (cheap): the shared stage-1 folder's own ledger holds every shard and mode set, and they verify clean."
+    from mgd3.integrity import verify_shared
+    out = finished[0]
+    shared = out / 'shared'
+    files = sorted(p for p in shared.rglob('*') if p.is_file() and p.suffix in ('.safetensors', '.json')
+                   and not p.name.startswith('.'))
+    recorded = mgd3.Ledger(shared).hashes()
+    assert len(files) == 10 + 1 + 1 and {str(p.relative_to(shared)) for p in files} <= set(recorded)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert verify_shared(shared, 'latents', 'modes') == []
+
+@pytest.mark.slow
+def test_a_changed_shared_shard_or_mode_set_is_set_aside_and_recomputed(tiny_mnist_pipeline, tmp_path):
+    """Issue 27: the shared stage-1 folder keeps its own hash ledger; a sweep reusing it verifies what it reuses.
+    Slow (two sweeps); run it with `MGD3_RUN_SLOW=1 python -m pytest -q tests/test_sweep.py -k changed_shared`."""
+    base, shared = _base(tiny_mnist_pipeline), tmp_path / 'shared'
+    sweep({'mode_guidance_scale': [0.1]}, tmp_path / 'a', base, figures=False, shared=shared)
+    shards = sorted((shared / 'latents').rglob('class_*.safetensors'))
+    modes = sorted((shared / 'modes').rglob('*.safetensors'))
+    assert len(shards) == 10 and len(modes) == 1 and (shared / 'hashes.jsonl').is_file()
+    want = {p: p.read_bytes() for p in shards + modes}
+    for p in (shards[3], modes[0]):
+        b = bytearray(p.read_bytes()); b[-10] ^= 1; p.write_bytes(bytes(b))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        sweep({'mode_guidance_scale': [0.2]}, tmp_path / 'b', base, figures=False, shared=shared)
+    said = [str(w.message) for w in caught if issubclass(w.category, mgd3.IntegrityWarning)]
+    assert len([m for m in said if 'set aside' in m]) == 2, said
+    assert {p: p.read_bytes() for p in shards + modes} == want   # recomputed, byte for byte the first ones
+    assert len(list(shared.rglob('.*.rejected'))) == 2
+    from mgd3.integrity import verify_shared
+    assert verify_shared(shared, *(str(p.relative_to(shared).parent) for p in shards[:1] + modes)) == []

@@ -25,8 +25,8 @@ LAYERS = {
                        'makes images; never imports the evaluation side'),
     'evaluation side': ({'evalnets', 'augment', 'protocols', 'evaluate', 'metrics'},
                         'judges any image folder, whoever made it; imports neither the sampler nor any backbone module'),
-    'pipeline': ({'methods', 'd4m', 'rded', 'minimax', 'manifoldgd', 'ddoq', 'config', 'run', 'distill', 'paper',
-                  'explore', 'export', 'cli', 'sweep', 'candidates', 'quality'},
+    'pipeline': ({'methods', 'd4m', 'rded', 'minimax', 'manifoldgd', 'ddoq', 'config', 'run', 'preflight',
+                  'integrity', 'distill', 'paper', 'explore', 'export', 'cli', 'sweep', 'candidates', 'quality'},
                  'the only layer that may import every other; no other layer imports it'),
     'fixtures': ({'testing'}, 'tiny random components for tests, notebooks and rehearsals; no production module '
                               'imports it'),
