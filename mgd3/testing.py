@@ -270,7 +270,8 @@ def rehearsal_params(preset:str, # a key of TABLE_PRESETS
     if preset not in TABLE_PRESETS: raise ValueError(f"unknown preset {preset!r}; valid ones: {sorted(TABLE_PRESETS)}")
     table = TABLE_PRESETS[preset]
     dataset = overrides.get('dataset', table['dataset'])
-    params = dict(REHEARSAL, preset=preset, data_root=str(imagenet_tree(folder/f'imagenet-{dataset}', dataset)),
+    tree = imagenet_tree(folder/f'imagenet-{dataset}', dataset, train_per_class=4)   # RDED stitches 4 per image
+    params = dict(REHEARSAL, preset=preset, data_root=str(tree),
                   out_dir=str(folder/'runs'/f'{preset}-{dataset}'))
     def rehearsal_backbone(name):   # random weights of the shapes of the backbone `name` stands for
         kind = backbone_entry(name).kind
