@@ -297,7 +297,8 @@ class DistillResult:
 def distill(**params) -> DistillResult:
     "Run MGD³ end to end (stage 1 → methods → evaluation → metrics) into `out_dir`; resumable. See `DistillConfig`."
     config = check_run(**params)   # every cheap check first, before anything is created
-    for p in group_params(params, config.out_dir).values(): check_run(**p)   # a preset's groups' runs too
+    groups = group_params(params, config.out_dir)   # a preset's other-backbone rows: runs of their own
+    for p in groups.values(): check_run(**p)
     with Run.writer(config) as run:
         if run.complete: verify_run(run, run.metrics_path)
         if not run.complete:
@@ -313,6 +314,6 @@ def distill(**params) -> DistillResult:
             _logger.info("%s: complete (%.0f s of stages in the manifest)", run.folder,
                          sum(run.manifest.timings.values()))
         metrics = load_json(run.metrics_path)
-    groups = {g: distill(**p) for g, p in group_params(params, config.out_dir).items()}   # each a run of its own
+    groups = {g: distill(**p) for g, p in groups.items()}
     table = comparison_table(metrics) + ''.join(f"\n\n{g} ({r.config.backbone}):\n{r.table}" for g, r in groups.items())
     return DistillResult(run.folder, metrics, table, run.config, groups)
